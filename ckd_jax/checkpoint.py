@@ -1,0 +1,296 @@
+"""Checkpoints: one small class over orbax's `CheckpointManager` (orbax-checkpoint 0.12.x).
+
+A checkpoint is a step directory `directory/<step>/` holding
+  - `state`:   any pytree of arrays (`ocp.args.StandardSave`), e.g. params, batch statistics,
+               optimizer state, PRNG key, step counters;
+  - `extra`:   an optional small JSON dict (`ocp.args.JsonSave`): history, config, ...;
+  - `metrics`: the JSON metrics dict passed to `save` (orbax's own metrics item).
+
+Which checkpoints survive: the `max_to_keep` most recent ones *and* the best one by
+`best_metric` (mode "max" or "min"). Both are enforced by one orbax `preservation_policy`
+(`_LatestAndBest` below), so a long run of non-improving epochs never deletes the best
+checkpoint and a new best never deletes the latest. Ties go to the earliest step ("improvement"
+means strictly better, as in the paper's early-stopping protocol); NaN metrics never count as best.
+
+Saves are atomic (orbax writes into a temporary directory and renames it when complete) and, by
+default, synchronous: when `save` returns, the checkpoint is on disk. With `async_save=True`
+call `wait()` (or `close()`) before reporting that a run is done.
+
+PRNG keys: new-style typed keys (`jax.random.key`) are stored as their raw `uint32` key data
+(`jax.random.key_data`) and re-wrapped on restore when the template holds a typed key at that
+position; legacy `uint32[2]` keys round-trip unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer"]
+
+_STATE = "state"
+_EXTRA = "extra"
+
+
+def _is_typed_key(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(tree: Any) -> Any:
+    """Replace every typed PRNG key leaf by its raw uint32 key data (storable by orbax)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_typed_key(x) else x, tree)
+
+
+def _abstract(tree: Any) -> Any:
+    """Template -> tree of `jax.ShapeDtypeStruct` (keys as key data), keeping shardings."""
+
+    def one(x):
+        if _is_typed_key(x):
+            x = jax.random.key_data(x)
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        return np.asarray(x)  # numpy arrays / Python scalars restore as numpy
+
+    return jax.tree.map(one, tree)
+
+
+def _rewrap_keys(template: Any, restored: Any) -> Any:
+    """Wrap restored key data back into typed keys wherever the template had a typed key."""
+    return jax.tree.map(
+        lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t))
+        if _is_typed_key(t) else r,
+        template, restored)
+
+
+def _to_json_metrics(metrics: dict | None) -> dict | None:
+    """Metrics as plain Python floats/ints/strings (numpy and jax scalars are converted)."""
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (str, bool)) or v is None:
+            out[str(k)] = v
+        elif isinstance(v, (int, np.integer)):
+            out[str(k)] = int(v)
+        else:
+            try:
+                out[str(k)] = float(v)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"metric {k!r} must be a scalar, got {v!r}") from e
+    return out
+
+
+class _LatestAndBest:
+    """orbax PreservationPolicy: keep the `n_latest` newest steps and the single best step."""
+
+    def __init__(self, n_latest: int, rank_fn):
+        self.n_latest = n_latest
+        self.rank_fn = rank_fn  # list[(step, metrics)] -> best step or None
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any = None) -> list[bool]:
+        del context
+        steps = [c.step for c in checkpoints]
+        keep = set(sorted(steps)[-self.n_latest:]) if self.n_latest > 0 else set()
+        best = self.rank_fn([(c.step, c.metrics) for c in checkpoints])
+        if best is not None:
+            keep.add(best)
+        return [s in keep for s in steps]
+
+
+class Checkpointer:
+    """Latest-plus-best checkpointing of a training state pytree.
+
+    Args:
+      directory: where step directories go (created on the first save).
+      save_every: save only steps that are multiples of this (None: every `save` call); a step
+        that improves the best metric, or `force=True`, is saved regardless.
+      keep_best: also keep the best checkpoint by `best_metric` (it may be older than the latest).
+      best_metric: key of the metrics dict used to rank checkpoints.
+      best_mode: "max" (accuracy) or "min" (loss).
+      max_to_keep: how many of the most recent checkpoints to keep (>= 1).
+      async_save: let orbax write in a background thread; `wait()` / `close()` block until done.
+
+    Example:
+      >>> ckpt = Checkpointer("runs/x/checkpoints", best_metric="val_acc")
+      >>> ckpt.save(step, {"params": params, "opt_state": opt_state}, {"val_acc": 0.91})
+      >>> restored = ckpt.restore_latest(template)   # (step, state) or None
+      >>> ckpt.close()
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, save_every: int | None = None,
+                 keep_best: bool = True, best_metric: str = "val_acc", best_mode: str = "max",
+                 max_to_keep: int = 2, async_save: bool = False):
+        if save_every is not None and (not isinstance(save_every, int) or save_every < 1):
+            raise ValueError(f"save_every must be None or a positive int, got {save_every!r}")
+        if not isinstance(max_to_keep, int) or max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be an int >= 1, got {max_to_keep!r}")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.save_every = save_every
+        self.keep_best = keep_best
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+        self.max_to_keep = max_to_keep
+
+        policy = _LatestAndBest(max_to_keep, self._best_of if keep_best else (lambda _: None))
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=async_save,
+            preservation_policy=policy,
+            # best_fn is only set so that orbax writes the metrics item; which checkpoints are
+            # kept is decided by `policy` (orbax ignores best_fn when a policy is given).
+            best_fn=self._metric_value_or_worst,
+            best_mode=best_mode,
+            cleanup_tmp_directories=True,  # remove half-written saves of a killed process
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # ----------------------------------------------------------------------------- ranking
+    def _metric_value(self, metrics: dict | None) -> float | None:
+        if not metrics or self.best_metric not in metrics:
+            return None
+        v = metrics[self.best_metric]
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(v) else v
+
+    def _metric_value_or_worst(self, metrics: dict | None) -> float:
+        v = self._metric_value(metrics)
+        if v is None:
+            return -math.inf if self.best_mode == "max" else math.inf
+        return v
+
+    def _best_of(self, step_metrics: list[tuple[int, dict | None]]) -> int | None:
+        """The best step; ties go to the earliest step."""
+        best_step, best_val = None, None
+        for step, metrics in sorted(step_metrics, key=lambda sm: sm[0]):
+            v = self._metric_value(metrics)
+            if v is None:
+                continue
+            better = best_val is None or (v > best_val if self.best_mode == "max"
+                                          else v < best_val)
+            if better:
+                best_step, best_val = step, v
+        return best_step
+
+    # ------------------------------------------------------------------------------ queries
+    def all_steps(self) -> list[int]:
+        """Steps currently on disk, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The most recent saved step, or None."""
+        return self._manager.latest_step()
+
+    def metrics(self, step: int) -> dict | None:
+        """The metrics dict saved with `step` (None if it was saved without metrics)."""
+        return self._manager.metrics(step)
+
+    def best_step(self) -> int | None:
+        """The step with the best `best_metric` (earliest among ties), or None."""
+        return self._best_of([(s, self.metrics(s)) for s in self.all_steps()])
+
+    def best_metrics(self) -> dict | None:
+        """Metrics of the best step, or None when no saved step has `best_metric`."""
+        step = self.best_step()
+        return None if step is None else self.metrics(step)
+
+    def _would_improve(self, metrics: dict | None) -> bool:
+        v = self._metric_value(metrics)
+        if v is None:
+            return False
+        best = self.best_metrics()
+        b = self._metric_value(best)
+        return b is None or (v > b if self.best_mode == "max" else v < b)
+
+    # -------------------------------------------------------------------------------- save
+    def save(self, step: int, state: Any, metrics: dict | None = None, *,
+             extra: dict | None = None, force: bool = False) -> bool:
+        """Save `state` (any pytree of arrays) at `step`; returns whether a checkpoint was written.
+
+        A step is written when `force`, when `save_every` is None or divides `step`, or when
+        `keep_best` and `metrics[best_metric]` improves on every saved checkpoint. Saving a step
+        that already exists raises orbax's `StepAlreadyExistsError`.
+        """
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        metrics = _to_json_metrics(metrics)
+        if self.keep_best and metrics is not None and self.best_metric not in metrics:
+            raise ValueError(f"metrics has no {self.best_metric!r} (best_metric); got keys "
+                             f"{sorted(metrics)}")
+        periodic = self.save_every is None or step % self.save_every == 0
+        if not (force or periodic or (self.keep_best and self._would_improve(metrics))):
+            return False
+        items = {_STATE: ocp.args.StandardSave(_keys_to_data(state))}
+        if extra is not None:
+            items[_EXTRA] = ocp.args.JsonSave(extra)
+        saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                                   force=True)
+        return bool(saved)
+
+    def wait(self) -> None:
+        """Block until any asynchronous save has finished."""
+        self._manager.wait_until_finished()
+
+    # ----------------------------------------------------------------------------- restore
+    def restore(self, step: int, template: Any = None) -> Any:
+        """Restore the state saved at `step`.
+
+        `template` (a pytree like the saved state: concrete arrays or `jax.ShapeDtypeStruct`)
+        fixes structure, dtypes and shardings (typed PRNG keys are re-wrapped). Without it the
+        saved tree comes back as nested dicts/lists of arrays, keys as raw uint32 data.
+        """
+        if step not in self._manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
+                                    f"available: {self.all_steps()}")
+        if template is None:
+            args = ocp.args.StandardRestore()
+        else:
+            args = ocp.args.StandardRestore(_abstract(template))
+        out = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: args}))
+        state = out[_STATE]
+        return state if template is None else _rewrap_keys(template, state)
+
+    def extra(self, step: int) -> dict | None:
+        """The JSON `extra` dict saved with `step` (None if none was saved)."""
+        if not os.path.isdir(os.path.join(self.directory, str(step), _EXTRA)):
+            return None
+        out = self._manager.restore(step, args=ocp.args.Composite(
+            **{_EXTRA: ocp.args.JsonRestore()}))
+        return out[_EXTRA]
+
+    def restore_latest(self, template: Any = None) -> tuple[int, Any] | None:
+        """(step, state) of the most recent checkpoint, or None when there is none."""
+        step = self.latest_step()
+        return None if step is None else (step, self.restore(step, template))
+
+    def restore_best(self, template: Any = None) -> tuple[int, Any] | None:
+        """(step, state) of the best checkpoint by `best_metric`, or None when there is none."""
+        step = self.best_step()
+        return None if step is None else (step, self.restore(step, template))
+
+    # ------------------------------------------------------------------------------ close
+    def close(self) -> None:
+        """Wait for pending saves and release orbax resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

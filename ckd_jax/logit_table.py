@@ -1,0 +1,324 @@
+"""The teacher pass and the `LogitTable` that caches its output.
+
+The teacher is called once per teacher-labelled sample, ever: `teacher_pass` runs it in eval mode
+on one view per image (as in the paper: one random crop+flip view, fixed for the whole run; or the
+clean view), and `build_or_load_logit_table` saves the result so a rerun makes no teacher call.
+Every call is charged to a `TeacherCallCounter` that refuses to exceed the budget.
+
+File format (`LogitTable.save`): one .npz, written atomically (temporary file + os.replace), with
+  logits       float32 [B, C], or uint16 [B, C] holding bfloat16 bits (meta logits_dtype says);
+  indices      int64 [B], dataset indices of the rows (row r labels training image indices[r]);
+  meta_json    0-d unicode string, JSON of the meta dict (dataset, split, teacher_name,
+               teacher_hash, view, seed, num_classes, teacher_calls, created, format_version).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ckd_jax.data.augment import center_crop, normalize, random_crop_flip
+from ckd_jax.data.specs import DatasetSpec
+
+FORMAT_VERSION = 1
+VIEWS = ("augmented", "clean")
+
+
+class TeacherBudgetExceeded(RuntimeError):
+    """Raised when a teacher call would go over the teacher-call budget."""
+
+
+class TeacherCallCounter:
+    """Counts teacher calls (samples labelled by the teacher) against a fixed budget."""
+
+    def __init__(self, budget: int):
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
+            raise ValueError(f"budget must be a non-negative int, got {budget!r}")
+        self.budget = int(budget)
+        self._calls = 0
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self._calls
+
+    def charge(self, n: int) -> None:
+        """Record `n` more teacher calls; raises TeacherBudgetExceeded (recording nothing) if the
+        total would pass the budget."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        if self._calls + n > self.budget:
+            raise TeacherBudgetExceeded(
+                f"{n} more teacher calls would make {self._calls + n}, over the budget of "
+                f"{self.budget} ({self._calls} already made)")
+        self._calls += int(n)
+
+    def __repr__(self) -> str:
+        return f"TeacherCallCounter(calls={self._calls}, budget={self.budget})"
+
+
+def _teacher_view(images: jax.Array, keys: jax.Array, spec: DatasetSpec, view: str) -> jax.Array:
+    if view == "clean":
+        out = images if spec.eval_crop is None else center_crop(images, spec.eval_crop)
+    else:
+        # One key per sample, so a sample's view does not depend on the batch it lands in.
+        def one(k, img):
+            return random_crop_flip(k, img[None], crop_size=spec.crop_size,
+                                    padding=spec.padding, flip=spec.flip)[0]
+        out = jax.vmap(one)(keys, images)
+    return normalize(out, spec.mean, spec.std)
+
+
+def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: jax.Array,
+                 spec: DatasetSpec, view: str = "augmented", batch_size: int = 512,
+                 counter: TeacherCallCounter) -> np.ndarray:
+    """Teacher logits for every image, one teacher call per image.
+
+    Args:
+      apply_fn: `apply_fn(variables, x, train=False)` -> logits [b, C]; x float32 [b, h, w, c].
+      variables: the teacher's variables (params and batch_stats).
+      images_u8: uint8 [B, H, W, C], the teacher-labelled images in table row order.
+      key: PRNG key of the augmented views; row i uses `jax.random.split(key, B)[i]`, so the
+        result does not depend on `batch_size`.
+      spec: preprocessing (crop/padding/flip for "augmented", eval_crop for "clean", mean/std).
+      view: "augmented" (the paper: one random crop+flip view per image) or "clean".
+      batch_size: rows per teacher batch; the last batch is zero-padded to the same shape (one
+        compilation), padded rows are neither counted nor returned.
+      counter: charged B calls (batch by batch); checked before any work.
+
+    Returns:
+      float32 [B, C] logits.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if not isinstance(spec, DatasetSpec):
+        raise ValueError(f"spec must be a DatasetSpec, got {type(spec).__name__}")
+    images_u8 = np.asarray(images_u8)
+    if images_u8.dtype != np.uint8 or images_u8.ndim != 4:
+        raise ValueError(f"images_u8 must be uint8 [B, H, W, C], got {images_u8.dtype} "
+                         f"{images_u8.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n = len(images_u8)
+    if n == 0:
+        raise ValueError("no images to label")
+    if n > counter.remaining:
+        raise TeacherBudgetExceeded(
+            f"labelling {n} images needs {n} teacher calls but only {counter.remaining} of the "
+            f"budget of {counter.budget} remain")
+    bs = min(batch_size, n)
+    keys = jax.random.split(key, n)
+
+    @jax.jit
+    def batch_logits(variables, x_u8, batch_keys):
+        x = _teacher_view(x_u8, batch_keys, spec, view)
+        return apply_fn(variables, x, train=False).astype(jnp.float32)
+
+    out = None
+    for start in range(0, n, bs):
+        real = min(bs, n - start)
+        x = images_u8[start:start + real]
+        k = keys[start:start + real]
+        if real < bs:
+            x = np.concatenate([x, np.zeros((bs - real,) + x.shape[1:], np.uint8)])
+            k = jnp.concatenate([k, jnp.repeat(k[:1], bs - real, axis=0)])
+        counter.charge(real)
+        logits = np.asarray(batch_logits(variables, x, k))
+        if logits.ndim != 2 or logits.shape[0] != bs:
+            raise ValueError(f"apply_fn must return logits [batch, C], got shape {logits.shape}")
+        if out is None:
+            out = np.empty((n, logits.shape[1]), np.float32)
+        out[start:start + real] = logits[:real]
+    return out
+
+
+def variables_hash(variables) -> str:
+    """sha256 hex digest over the flattened leaves' key paths, dtypes, shapes and bytes, sorted
+    by path (so dict insertion order does not matter)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(variables)
+    items = sorted((jax.tree_util.keystr(p), np.asarray(v)) for p, v in leaves)
+    h = hashlib.sha256()
+    for path, a in items:
+        a = np.ascontiguousarray(a)
+        h.update(f"{path}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+
+
+@dataclass
+class LogitTable:
+    """Cached teacher logits for the teacher-labelled samples.
+
+    logits: [B, C] float32 or bfloat16 (row r = teacher output for dataset index indices[r]).
+    indices: int64 [B], the dataset indices of the rows (BudgetSplit.teacher_idx order).
+    meta: dict with (at least, when built here) dataset, split, teacher_name, teacher_hash, view,
+      seed, num_classes, teacher_calls, created, format_version; must be JSON-serialisable.
+    """
+
+    logits: np.ndarray
+    indices: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        logits = np.asarray(self.logits)
+        if logits.dtype not in (np.dtype(np.float32), np.dtype(jnp.bfloat16)):
+            raise ValueError(f"logits must be float32 or bfloat16, got {logits.dtype}")
+        if logits.ndim != 2:
+            raise ValueError(f"logits must be [B, C], got shape {logits.shape}")
+        indices = np.asarray(self.indices)
+        if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+            raise ValueError(f"indices must be a 1-D integer array, got {indices.dtype} "
+                             f"{indices.shape}")
+        if len(indices) != len(logits):
+            raise ValueError(f"{len(logits)} logit rows but {len(indices)} indices")
+        self.logits, self.indices = logits, indices.astype(np.int64)
+        self.meta = dict(self.meta)
+
+    @property
+    def num_classes(self) -> int:
+        return self.logits.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def save(self, path) -> None:
+        """Write the table to `path` (.npz) atomically: a crash leaves either the old file or
+        the new one, never a partial file."""
+        path = os.fspath(path)
+        meta = dict(self.meta)
+        if self.logits.dtype == np.dtype(jnp.bfloat16):
+            meta["logits_dtype"], stored = "bfloat16", self.logits.view(np.uint16)
+        else:
+            meta["logits_dtype"], stored = "float32", self.logits
+        meta_json = json.dumps(meta, sort_keys=True)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, logits=stored, indices=self.indices, meta_json=np.asarray(meta_json))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path) -> LogitTable:
+        """Read a table written by `save`."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no logit table at {path!r}")
+        with np.load(path, allow_pickle=False) as z:
+            need = {"logits", "indices", "meta_json"}
+            if not need <= set(z.files):
+                raise ValueError(f"{path!r} is not a logit table: has {sorted(z.files)}, "
+                                 f"expected {sorted(need)}")
+            meta = json.loads(str(z["meta_json"]))
+            logits, indices = z["logits"], z["indices"]
+        dtype = meta.pop("logits_dtype", "float32")
+        if dtype == "bfloat16":
+            logits = logits.view(jnp.bfloat16)
+        elif dtype != "float32":
+            raise ValueError(f"{path!r}: unknown logits_dtype {dtype!r}")
+        return cls(logits, indices, meta)
+
+    def check_matches(self, *, dataset: str, indices, teacher_name: str, teacher_hash: str,
+                      view: str | None = None) -> None:
+        """Raise ValueError naming the first field in which this table differs from what the
+        run expects (dataset name, row indices, teacher name, teacher weights hash, view)."""
+        for fieldname, want in (("dataset", dataset), ("teacher_name", teacher_name),
+                                ("teacher_hash", teacher_hash), ("view", view)):
+            if want is None:
+                continue
+            have = self.meta.get(fieldname)
+            if have != want:
+                raise ValueError(f"logit table {fieldname} mismatch: the table has {have!r}, "
+                                 f"the run expects {want!r}")
+        want_idx = np.asarray(indices)
+        if want_idx.shape != self.indices.shape:
+            raise ValueError(f"logit table indices mismatch: the table has {len(self.indices)} "
+                             f"rows, the run expects {want_idx.size} indices")
+        diff = np.flatnonzero(want_idx != self.indices)
+        if diff.size:
+            r = int(diff[0])
+            raise ValueError(f"logit table indices mismatch: {diff.size} rows differ, first at "
+                             f"row {r}: the table has {int(self.indices[r])}, the run expects "
+                             f"{int(want_idx[r])}")
+
+
+def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variables,
+                              teacher_name: str, dataset_name: str, images: np.ndarray,
+                              indices, key: jax.Array, spec: DatasetSpec,
+                              view: str = "augmented", seed: int, batch_size: int = 512,
+                              split: str = "train",
+                              logits_dtype=np.float32) -> tuple[LogitTable, int]:
+    """Load the logit table at `path` if it exists (checking that it matches; 0 teacher calls),
+    else run `teacher_pass` on `images[indices]` under a budget of len(indices) and save it.
+
+    Args:
+      path: the table's .npz file.
+      teacher_apply, teacher_variables: as `teacher_pass`'s apply_fn and variables.
+      teacher_name: recorded and checked (e.g. "resnet110").
+      dataset_name: recorded and checked (ImageSet.name).
+      images: uint8 [N, H, W, C], the whole training split that `indices` index into.
+      indices: int [B], the teacher-labelled indices (BudgetSplit.teacher_idx), row order.
+      key, spec, view, batch_size: as `teacher_pass`.
+      seed: recorded in meta (the run seed that drew the split and the key).
+      split: recorded in meta.
+      logits_dtype: np.float32 or jnp.bfloat16 for the stored table.
+
+    Returns:
+      (table, teacher_calls_made): 0 calls when loaded, B when built.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    indices = np.asarray(indices)
+    images = np.asarray(images)
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or indices.size == 0:
+        raise ValueError(f"indices must be a non-empty 1-D integer array, got {indices.dtype} "
+                         f"{indices.shape}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C], got {images.shape}")
+    if indices.min() < 0 or indices.max() >= len(images):
+        raise ValueError(f"indices must lie in [0, {len(images)}), got range "
+                         f"[{indices.min()}, {indices.max()}]")
+    if np.dtype(logits_dtype) not in (np.dtype(np.float32), np.dtype(jnp.bfloat16)):
+        raise ValueError(f"logits_dtype must be float32 or bfloat16, got {logits_dtype}")
+    teacher_hash = variables_hash(teacher_variables)
+    path = os.fspath(path)
+    if os.path.exists(path):
+        table = LogitTable.load(path)
+        table.check_matches(dataset=dataset_name, indices=indices, teacher_name=teacher_name,
+                            teacher_hash=teacher_hash, view=view)
+        return table, 0
+    counter = TeacherCallCounter(len(indices))
+    logits = teacher_pass(teacher_apply, teacher_variables, images[indices], key=key, spec=spec,
+                          view=view, batch_size=batch_size, counter=counter)
+    meta = {
+        "dataset": dataset_name, "split": split, "teacher_name": teacher_name,
+        "teacher_hash": teacher_hash, "view": view, "seed": int(seed),
+        "num_classes": int(logits.shape[1]), "teacher_calls": counter.calls,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "format_version": FORMAT_VERSION,
+    }
+    table = LogitTable(logits.astype(logits_dtype), indices, meta)
+    table.save(path)
+    return table, counter.calls

@@ -1,0 +1,81 @@
+"""Per-sample supervision: cross-entropy, soft cross-entropy and Hinton KD.
+
+All functions are pure, jit/vmap/grad compatible and reduce to a scalar (mean over the batch).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import (
+    check_integer_dtype,
+    check_labels_in_range,
+    check_positive,
+    check_rank,
+    check_same_shape,
+    shape_of,
+)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean cross-entropy with integer labels.
+
+    Shapes: logits [B, C] (float), labels [B] (int in [0, C)). Returns a scalar.
+
+    Formula: mean_b -log softmax(logits_b)[labels_b]  (PyTorch ``nn.CrossEntropyLoss``).
+
+    Label range is checked only when `labels` is concrete (not under jit); under jit an
+    out-of-range label silently picks a clamped class, as with any JAX gather.
+    """
+    check_rank("logits", logits, 2, "[B, C]")
+    check_rank("labels", labels, 1, "[B]")
+    check_integer_dtype("labels", labels)
+    if shape_of(labels)[0] != shape_of(logits)[0]:
+        raise ValueError(
+            f"labels {shape_of(labels)} and logits {shape_of(logits)} must share the batch "
+            "dimension"
+        )
+    check_labels_in_range("labels", labels, shape_of(logits)[1])
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return -jnp.mean(picked)
+
+
+def soft_cross_entropy(logits: jax.Array, target_probs: jax.Array) -> jax.Array:
+    """Mean cross-entropy against a probability target.
+
+    Shapes: logits [B, C], target_probs [B, C] (rows are distributions). Returns a scalar.
+
+    Formula: mean_b -sum_c p_bc log softmax(logits_b)_c  (PyTorch ``nn.CrossEntropyLoss`` with
+    probability targets; used by the mixup baselines against softmax(teacher) at T = 1).
+    """
+    check_rank("logits", logits, 2, "[B, C]")
+    check_same_shape("logits", logits, "target_probs", target_probs)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.sum(target_probs * logp, axis=-1))
+
+
+def _kl_rows(student_logits, target_logits, temperature):
+    """Per-row KL(softmax(target/T) || softmax(student/T)) summed over the last axis."""
+    log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
+    log_p = jax.nn.log_softmax(target_logits / temperature, axis=-1)
+    # log_p is finite even when p underflows to 0, so p * (log_p - log_q) is 0 there (no NaN).
+    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def kd_loss(
+    student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0
+) -> jax.Array:
+    """Hinton et al. (2015) knowledge distillation loss.
+
+    Shapes: student_logits [B, C], teacher_logits [B, C]. Returns a scalar.
+
+    Formula: T^2 * mean_b sum_c p_bc (log p_bc - log q_bc), p = softmax(t/T), q = softmax(s/T),
+    i.e. RepDistiller's ``DistillKL`` (``kl_div(..., size_average=False) * T^2 / B``).
+    Default T = 4 (PAPER.md / RepDistiller CIFAR-100).
+    """
+    check_rank("student_logits", student_logits, 2, "[B, C]")
+    check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
+    check_positive("temperature", temperature)
+    return temperature**2 * jnp.mean(_kl_rows(student_logits, teacher_logits, temperature))

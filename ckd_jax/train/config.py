@@ -1,0 +1,195 @@
+"""`DistillConfig`: every knob of a student-distillation run, with the paper's defaults.
+
+One frozen dataclass is the single place where the hyper-parameters of PAPER.md are visible.
+`validate()` checks everything that can be checked without data, so a bad configuration fails
+before any file is written or any array is built. Config files under `experiments/configs/`
+return instances of it; the CLIs accept `--set key=value` overrides through `apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+SCHEDULES = ("plateau", "cosine")
+GROUP_FORWARDS = ("separate", "joint")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+TEACHER_VIEWS = ("augmented", "clean")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A student run (or a population of runs sharing one method and budget).
+
+    Population members are the cross product `seeds x learning_rates`; each seed draws its own
+    budgeted subset and split (as in the paper) and its own student initialisation.
+    """
+
+    # --- method (see ckd_jax.train.methods for the registry) -------------------------------
+    method: str = "ckd"
+    pos_and_neg: int = 2  # CKD group size k: n_neg = k // 2, n_pos = k - n_neg
+    ckd_form: str = "mse"  # "mse" (WACV release) or "kl" (first release, T = 4)
+    ckd_combine: str = "diff"  # "diff" (CKD), "add", "interp" (ablation)
+    temperature: float = 4.0  # KD / KL-form temperature
+    w_cls: float = 1.0  # weight of the ground-truth term (CE, or CKD's label term)
+    w_kd: float = 1.0  # weight of the KD term for KD-based baselines
+    w_rel: float = 1.0  # weight of CKD's relative (teacher) term
+    w_extra: float | None = None  # weight of a baseline's own term; None = the paper's value
+    mix_soft: str = "ce"  # mixing baselines: "ce" (soft CE at T=1) or "kd" (KD at T)
+    crd_negatives: int = 16384
+    crd_feat_dim: int = 128
+    tuple_pool: int | None = None  # the paper's fixed pool of max_rel_samples tuples (100000)
+    group_forward: str = "separate"  # P and N groups as two forward passes (paper) or one
+
+    # --- data and budget ---------------------------------------------------------------------
+    dataset: str = "digits"
+    data_path: str | None = None
+    data_dir: str | None = None
+    subset_size: int | None = 250
+    budget: int | None = None  # alternative to subset_size: B teacher calls (S = B / 0.8)
+    labelled_remainder: bool = False  # rest of the train split keeps labels (CE), no teacher
+    remainder_weight: float = 1.0
+
+    # --- models ------------------------------------------------------------------------------
+    teacher: str = "tiny_cnn"
+    teacher_checkpoint: str | None = None  # teacher run dir (train_teacher.py) or RepDistiller .pth
+    teacher_view: str = "augmented"  # the view the teacher labels: one augmented view (paper)
+    logit_table_dir: str | None = None  # default: <out_dir>/logit_tables
+    student: str = "tiny_cnn"
+    student_kwargs: dict = field(default_factory=dict)
+
+    # --- optimisation ------------------------------------------------------------------------
+    batch_size: int = 64  # samples per step (tuples per step for CKD)
+    learning_rates: tuple[float, ...] = (0.05,)
+    seeds: tuple[int, ...] = (1,)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    compute_dtype: str = "float32"
+
+    # --- protocol ----------------------------------------------------------------------------
+    schedule: str = "plateau"  # the paper's early-stopping protocol, or fixed-length cosine
+    epochs: int = 30  # pseudo-epochs for schedule="cosine"
+    patience: int = 50
+    max_lr_drops: int = 3
+    max_epochs: int = 1000
+    eval_batch_size: int = 500
+
+    # --- output ------------------------------------------------------------------------------
+    out_dir: str | None = None
+    checkpoint_every: int = 1  # pseudo-epochs between checkpoints (0: never)
+    progress: bool = True
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def num_members(self) -> int:
+        return len(self.seeds) * len(self.learning_rates)
+
+    def members(self) -> list[tuple[int, float]]:
+        """(seed, learning_rate) per population member, seed-major."""
+        return [(s, lr) for s in self.seeds for lr in self.learning_rates]
+
+    def replace(self, **changes) -> DistillConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["learning_rates"] = list(self.learning_rates)
+        d["seeds"] = list(self.seeds)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def validate(self) -> DistillConfig:
+        """Raise ValueError naming the bad value and the accepted ones; return self."""
+        from ckd_jax.models import model_names
+        from ckd_jax.train.methods import method_names
+
+        def choice(name, value, accepted):
+            if value not in accepted:
+                raise ValueError(f"{name}={value!r} is not supported; accepted: "
+                                 f"{', '.join(map(str, accepted))}")
+
+        choice("method", self.method, method_names())
+        choice("student", self.student, model_names())
+        choice("teacher", self.teacher, model_names())
+        choice("ckd_form", self.ckd_form, ("mse", "kl"))
+        choice("ckd_combine", self.ckd_combine, ("diff", "add", "interp"))
+        choice("mix_soft", self.mix_soft, ("ce", "kd"))
+        choice("schedule", self.schedule, SCHEDULES)
+        choice("group_forward", self.group_forward, GROUP_FORWARDS)
+        choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
+        if self.pos_and_neg < 2:
+            raise ValueError(f"pos_and_neg={self.pos_and_neg} must be >= 2 (one positive and "
+                             "one negative group member at least)")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0")
+        if (self.subset_size is None) == (self.budget is None):
+            raise ValueError("give exactly one of subset_size and budget, got "
+                             f"subset_size={self.subset_size!r}, budget={self.budget!r}")
+        for name in ("subset_size", "budget"):
+            v = getattr(self, name)
+            if v is not None and v < 2:
+                raise ValueError(f"{name}={v} must be >= 2")
+        for name in ("batch_size", "epochs", "patience", "max_epochs", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_lr_drops < 0:
+            raise ValueError(f"max_lr_drops={self.max_lr_drops} must be >= 0")
+        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
+            raise ValueError(f"learning_rates={self.learning_rates} must be non-empty and > 0")
+        if not self.seeds:
+            raise ValueError("seeds must be non-empty")
+        if len(set(self.members())) != self.num_members:
+            raise ValueError(f"duplicate (seed, learning_rate) members in seeds={self.seeds}, "
+                             f"learning_rates={self.learning_rates}")
+        if self.tuple_pool is not None and self.tuple_pool < 1:
+            raise ValueError(f"tuple_pool={self.tuple_pool} must be >= 1 or None")
+        if self.crd_negatives < 1:
+            raise ValueError(f"crd_negatives={self.crd_negatives} must be >= 1")
+        return self
+
+
+def _parse_value(text: str, current):
+    """Parse `text` to the type of the field's current value (JSON for lists/dicts/None)."""
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if isinstance(current, tuple):
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+        kind = type(current[0]) if current else float
+        return tuple(kind(v) for v in items)
+    if isinstance(current, dict):
+        return json.loads(text)
+    if text.lower() in ("none", "null"):
+        return None
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if current is None:  # optional field: best effort, int then float then str
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    return text
+
+
+def apply_overrides(config: DistillConfig, overrides: list[str]) -> DistillConfig:
+    """Apply `key=value` strings (from `--set`) to a config; unknown keys are an error."""
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    changes = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, text = item.split("=", 1)
+        if key not in fields:
+            raise ValueError(f"unknown config key {key!r}; accepted: {', '.join(sorted(fields))}")
+        changes[key] = _parse_value(text, getattr(config, key))
+    return config.replace(**changes)

@@ -1,0 +1,382 @@
+"""One distillation run (a population of students) from a `DistillConfig`, end to end.
+
+`run_distillation(config)`:
+  1. validates the config and loads the data; draws each seed's budgeted subset and split;
+  2. checks every existing logit table against the run (dataset, indices, teacher), loads the
+     teacher only if a table is missing, and fails on any mismatch *before* writing anything;
+  3. creates the output directory, builds the missing tables (the only teacher calls);
+  4. puts each member's uint8 images, labels and logit-table rows on the device(s) once;
+  5. trains: one compiled pseudo-epoch per call, evaluation and the protocol in between,
+     a checkpoint after each pseudo-epoch (resumable), metrics as JSON lines;
+  6. writes `summary.json` (per member: test top-1/top-5 at the best validation point and at
+     the last epoch, teacher calls) and returns it.
+
+Output directory layout: config.json, metrics.jsonl, summary.json, checkpoints/, and
+logit_tables/ (unless `logit_table_dir` points elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ckd_jax.models import create_model
+from ckd_jax.train import student as S
+from ckd_jax.train.config import DistillConfig
+from ckd_jax.train.methods import Method, build_method
+from ckd_jax.train.protocol import PlateauProtocol
+
+
+@dataclass
+class _MemberSplit:
+    seed: int
+    split: Any  # ckd_jax.budget.BudgetSplit
+    table_path: str | None
+    table: Any = None  # LogitTable once loaded or built
+
+
+def _log(config: DistillConfig, msg: str) -> None:
+    if config.progress:
+        print(msg, flush=True)
+
+
+def table_filename(config: DistillConfig, dataset_name: str, subset_size: int, seed: int) -> str:
+    """Logit-table file name of one seed's budget: one table per (dataset, teacher, view, S, seed)."""
+    return (f"{dataset_name}_{config.teacher}_{config.teacher_view}_S{subset_size}_"
+            f"seed{seed}.npz")
+
+
+def _tuple_pool(rng: np.random.Generator, n: int, k: int, size: int) -> np.ndarray:
+    """The paper's fixed pool: `size` tuples of k distinct indices in [0, n), drawn once."""
+    pool = rng.integers(0, n, size=(size, k))
+    while True:  # redraw tuples with a repeated member (rare unless n is tiny)
+        srt = np.sort(pool, axis=1)
+        bad = np.any(srt[:, 1:] == srt[:, :-1], axis=1)
+        if not bad.any():
+            return pool.astype(np.int32)
+        pool[bad] = rng.integers(0, n, size=(int(bad.sum()), k))
+
+
+def _check_sizes(config: DistillConfig, method: Method, n_train: int, n_devices: int) -> None:
+    need = config.batch_size if method.sampling == "sample" else method.tuple_size
+    if n_train < need:
+        raise ValueError(f"the teacher-labelled split has {n_train} samples, fewer than "
+                         f"{'batch_size' if method.sampling == 'sample' else 'pos_and_neg'}"
+                         f"={need}; raise subset_size/budget or lower it")
+    if config.batch_size % n_devices:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of "
+                         f"devices ({n_devices}) of the data-parallel mesh")
+
+
+class _Prepared:
+    """Everything checked and loaded before the first write (see module docstring)."""
+
+    def __init__(self, config: DistillConfig, mesh, teacher_apply, teacher_variables):
+        from ckd_jax.budget import select_budget
+        from ckd_jax.data import dataset_spec, load_train_test
+
+        config.validate()
+        self.config = config
+        self.method = build_method(config)
+        self.mesh = mesh
+        self.train, self.test = load_train_test(config.dataset, data_dir=config.data_dir,
+                                                path=config.data_path)
+        self.spec = dataset_spec(self.train.name)
+        self.num_classes = self.train.num_classes
+        self.out_dir = config.out_dir
+        table_dir = config.logit_table_dir or (
+            os.path.join(config.out_dir, "logit_tables") if config.out_dir else None)
+
+        self.members: list[_MemberSplit] = []
+        for seed in config.seeds:
+            split = select_budget(len(self.train.labels), seed=seed,
+                                  subset_size=config.subset_size, budget=config.budget,
+                                  labelled_remainder=config.labelled_remainder,
+                                  labels=self.train.labels)
+            path = None
+            if self.method.uses_teacher:
+                if table_dir is None:
+                    raise ValueError("a method that uses the teacher needs out_dir or "
+                                     "logit_table_dir (where the logit tables live)")
+                path = os.path.join(table_dir, table_filename(
+                    config, self.train.name, split.subset_size, seed))
+            self.members.append(_MemberSplit(seed, split, path))
+        _check_sizes(config, self.method, self.members[0].split.budget, mesh.size)
+        if config.labelled_remainder and len(self.members[0].split.remainder_idx) == 0:
+            raise ValueError("labelled_remainder=True but the subset is the whole training set")
+
+        # The teacher: needed only to build missing tables; its hash is checked when known.
+        self.teacher_apply, self.teacher_variables = teacher_apply, teacher_variables
+        missing = [m for m in self.members if m.table_path and not os.path.exists(m.table_path)]
+        if missing and self.teacher_variables is None:
+            if config.teacher_checkpoint is None:
+                raise ValueError(
+                    f"no logit table at {missing[0].table_path} and no teacher_checkpoint to "
+                    "build it from: give teacher_checkpoint (a train_teacher.py run dir or a "
+                    "RepDistiller .pth) or logit_table_dir holding the tables")
+            from ckd_jax.train.supervised import load_teacher
+            self.teacher_variables = load_teacher(config.teacher_checkpoint, config.teacher,
+                                                  self.num_classes)
+        if self.teacher_variables is not None and self.teacher_apply is None:
+            self.teacher_apply = create_model(config.teacher, self.num_classes).apply
+        self.teacher_hash = None
+        if self.teacher_variables is not None:
+            from ckd_jax.logit_table import variables_hash
+            self.teacher_hash = variables_hash(self.teacher_variables)
+        for m in self.members:
+            if m.table_path and os.path.exists(m.table_path):
+                from ckd_jax.logit_table import LogitTable
+                table = LogitTable.load(m.table_path)
+                table.check_matches(dataset=self.train.name, indices=m.split.teacher_idx,
+                                    teacher_name=config.teacher, teacher_hash=self.teacher_hash,
+                                    view=config.teacher_view)
+                if table.logits.shape[1] != self.num_classes:
+                    raise ValueError(f"logit table {m.table_path} has "
+                                     f"{table.logits.shape[1]} classes, the dataset "
+                                     f"{self.num_classes}")
+                m.table = table
+
+    def build_missing_tables(self) -> int:
+        """Run the teacher on the budgeted samples that have no table yet; returns the calls."""
+        from ckd_jax.logit_table import build_or_load_logit_table
+
+        calls = 0
+        for m in self.members:
+            if m.table_path is None or m.table is not None:
+                continue
+            table, made = build_or_load_logit_table(
+                m.table_path, teacher_apply=self.teacher_apply,
+                teacher_variables=self.teacher_variables, teacher_name=self.config.teacher,
+                dataset_name=self.train.name, images=self.train.images[m.split.teacher_idx],
+                indices=m.split.teacher_idx, key=jax.random.PRNGKey(10_000 + m.seed),
+                spec=self.spec, view=self.config.teacher_view, seed=m.seed)
+            m.table = table
+            calls += made
+        return calls
+
+    def member_data(self) -> tuple[S.MemberData, np.ndarray, np.ndarray]:
+        """Stacked per-member training data, validation images and labels (host arrays)."""
+        cfg, train = self.config, self.train
+        by_seed = {}
+        for m in self.members:
+            idx = m.split.teacher_idx
+            teacher = (np.asarray(m.table.logits, np.float32) if m.table is not None
+                       else np.zeros((len(idx), self.num_classes), np.float32))
+            rem = m.split.remainder_idx if cfg.labelled_remainder else np.zeros(1, np.int64)
+            pool = (_tuple_pool(np.random.default_rng(m.seed), len(idx),
+                                self.method.tuple_size, cfg.tuple_pool)
+                    if cfg.tuple_pool else np.zeros((1, max(1, self.method.tuple_size)),
+                                                    np.int32))
+            labels = train.labels[idx]
+            aux = self.method.data_aux(labels) if self.method.data_aux else {}
+            by_seed[m.seed] = dict(
+                images=train.images[idx], labels=labels, teacher_logits=teacher,
+                remainder_images=train.images[rem], remainder_labels=train.labels[rem],
+                tuple_pool=pool, aux=aux,
+                val_images=train.images[m.split.val_idx], val_labels=train.labels[m.split.val_idx])
+        rows = [by_seed[seed] for seed, _ in cfg.members()]
+        stack = lambda key: np.stack([r[key] for r in rows])
+        data = S.MemberData(
+            images=stack("images"), labels=stack("labels"),
+            teacher_logits=stack("teacher_logits"), remainder_images=stack("remainder_images"),
+            remainder_labels=stack("remainder_labels"), tuple_pool=stack("tuple_pool"),
+            aux={k: np.stack([r["aux"][k] for r in rows]) for k in rows[0]["aux"]})
+        return data, stack("val_images"), stack("val_labels")
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
+                     teacher_apply=None, teacher_variables=None,
+                     stop_after_epochs: int | None = None) -> dict:
+    """Train the population described by `config`; returns the summary dict.
+
+    Args:
+      config: the run's configuration (validated here).
+      mesh: a 1-D `data` mesh (`student.make_mesh`); default all local devices.
+      resume: continue from the latest checkpoint in `config.out_dir` if there is one (the
+        stored config must match).
+      teacher_apply, teacher_variables: a teacher given in memory instead of
+        `config.teacher_checkpoint` (used only to build missing logit tables).
+      stop_after_epochs: end this call after that many pseudo-epochs even if the protocol goes
+        on (simulates an interruption; the checkpoint lets a later call resume).
+    """
+    mesh = S.make_mesh() if mesh is None else mesh
+    prep = _Prepared(config, mesh, teacher_apply, teacher_variables)
+    cfg, method = prep.config, prep.method
+
+    created_out = False
+    if cfg.out_dir is not None:
+        created_out = not os.path.exists(cfg.out_dir)
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    try:
+        teacher_calls = prep.build_missing_tables()
+    except BaseException:
+        if created_out:  # leave nothing half-written behind
+            shutil.rmtree(cfg.out_dir, ignore_errors=True)
+        raise
+    host_data, val_images, val_labels = prep.member_data()
+    return _train(prep, host_data, val_images, val_labels, teacher_calls, resume,
+                  stop_after_epochs)
+
+
+def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: int, resume: bool,
+           stop_after_epochs: int | None) -> dict:
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    cfg, method, mesh, spec_d = prep.config, prep.method, prep.mesh, prep.spec
+    n_train = host_data.images.shape[1]
+    steps = S.steps_per_pseudo_epoch(n_train, cfg.batch_size)
+    total_steps = steps * cfg.epochs
+    spec = S.StepSpec(
+        batch_size=cfg.batch_size, steps_per_epoch=steps, n_train=n_train,
+        crop_size=spec_d.crop_size, padding=spec_d.padding, flip=spec_d.flip,
+        mean=tuple(spec_d.mean), std=tuple(spec_d.std), eval_crop=spec_d.eval_crop,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+        total_steps=total_steps, compute_dtype=cfg.compute_dtype,
+        group_forward=cfg.group_forward, has_remainder=cfg.labelled_remainder,
+        remainder_weight=cfg.remainder_weight, use_pool=bool(cfg.tuple_pool))
+    model = create_model(cfg.student, prep.num_classes, **cfg.student_kwargs)
+
+    replicated = NamedSharding(mesh, P())
+    put = lambda tree: jax.device_put(tree, replicated)
+    data = put(host_data)
+    val_x, val_y = put(val_images), put(val_labels)
+    test_x, test_y = put(prep.test.images), put(prep.test.labels)
+
+    members = cfg.members()
+    seeds = np.array([s for s, _ in members])
+    base_lrs = np.array([lr for _, lr in members], np.float32)
+    member_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+    sample_shape = (spec.crop_size, spec.crop_size, host_data.images.shape[-1])
+    state = put(S.init_state(model, method, member_keys, jnp.asarray(base_lrs), sample_shape,
+                             prep.num_classes, n_train))
+    # A copy: `state` is donated to the compiled epoch, the best weights must not alias it.
+    best = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+    protocol = PlateauProtocol(len(members), schedule=cfg.schedule, patience=cfg.patience,
+                               max_plateaus=cfg.max_lr_drops, max_epochs=cfg.max_epochs,
+                               epochs=cfg.epochs)
+
+    eval_bs = -(-cfg.eval_batch_size // mesh.size) * mesh.size
+    train_epoch = S.make_train_epoch(model, method, spec, mesh)
+    eval_val = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=False)
+    eval_test = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=True)
+    select = jax.jit(S.tree_select)
+
+    ckpt = None
+    metrics_path = None
+    if cfg.out_dir is not None:
+        from ckd_jax.checkpoint import Checkpointer
+
+        metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+        config_path = os.path.join(cfg.out_dir, "config.json")
+        if cfg.checkpoint_every:
+            ckpt = Checkpointer(os.path.join(cfg.out_dir, "checkpoints"), keep_best=False,
+                                max_to_keep=1)
+        restored = ckpt.restore_latest(
+            {"state": state, "best": best, "protocol": protocol.state_dict()}) \
+            if (ckpt is not None and resume) else None
+        if restored is not None:
+            with open(config_path) as f:
+                saved = json.load(f)
+            if saved != json.loads(cfg.to_json()):
+                changed = sorted(k for k in saved if saved[k] != cfg.to_dict().get(k))
+                raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
+                                 f"(differs in {changed}); use a new out_dir or resume=False")
+            _, tree = restored
+            state, best = put(tree["state"]), put(tree["best"])
+            protocol.load_state_dict(tree["protocol"])
+            _log(cfg, f"resumed from pseudo-epoch {protocol.epoch}")
+        else:
+            with open(config_path, "w") as f:
+                f.write(cfg.to_json())
+            if os.path.exists(metrics_path):
+                os.remove(metrics_path)
+
+    _log(cfg, f"{method.name}: {len(members)} member(s), {n_train} teacher-labelled samples, "
+              f"{steps} steps/pseudo-epoch, {mesh.size} device(s)")
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=protocol.max_epochs, initial=protocol.epoch, unit="ep", leave=True)
+    t0 = time.time()
+    epochs_this_call = 0
+    while not protocol.done:
+        epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(member_keys, protocol.epoch)
+        active = jnp.asarray(protocol.active)
+        state, train_metrics = train_epoch(state, data, epoch_keys, active)
+        v1, v5 = eval_val(state.params["student"], state.batch_stats, val_x, val_y)
+        t1, t5 = eval_test(state.params["student"], state.batch_stats, test_x, test_y)
+        v1, v5, t1, t5 = (np.asarray(a, np.float64) for a in (v1, v5, t1, t5))
+        was_active = protocol.active.copy()
+        decision = protocol.update(v1, t1, t5, v5)
+        if decision.improved.any():
+            best = select(jnp.asarray(decision.improved), (state.params, state.batch_stats),
+                          best)
+        if decision.reload.any():
+            r = jnp.asarray(decision.reload)
+            params, stats = select(r, best, (state.params, state.batch_stats))
+            state = state._replace(params=params, batch_stats=stats,
+                                   lr=jnp.where(r, state.lr * 0.1, state.lr))
+        train_metrics = jax.tree.map(np.asarray, train_metrics)
+        if metrics_path is not None:
+            with open(metrics_path, "a") as f:
+                for i, (seed, lr) in enumerate(members):
+                    if not was_active[i]:
+                        continue
+                    row = {"epoch": protocol.epoch, "member": i, "seed": seed, "lr": lr,
+                           "lr_now": float(lr * protocol.lr_scale[i]),
+                           "val_top1": v1[i], "val_top5": v5[i], "test_top1": t1[i],
+                           "test_top5": t5[i], "best_val_top1": protocol.best_val[i],
+                           "test_top1_at_best_val": protocol.best_test[i],
+                           **{f"train_{k}": float(v[i]) for k, v in train_metrics.items()}}
+                    f.write(json.dumps(row, default=_json_default) + "\n")
+        if ckpt is not None and (protocol.epoch % cfg.checkpoint_every == 0 or protocol.done):
+            ckpt.save(protocol.epoch, {"state": state, "best": best,
+                                       "protocol": protocol.state_dict()}, force=True)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(val=f"{np.nanmax(v1):.3f}",
+                            best_test=f"{np.nanmax(protocol.best_test):.3f}",
+                            active=int(protocol.active.sum()))
+        epochs_this_call += 1
+        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+            break
+    if bar is not None:
+        bar.close()
+    if ckpt is not None:
+        ckpt.close()
+    wall = time.time() - t0
+
+    summary = {
+        "method": method.name, "method_hyper": method.hyper, "dataset": prep.train.name,
+        "teacher": cfg.teacher, "student": cfg.student, "schedule": cfg.schedule,
+        "subset_size": prep.members[0].split.subset_size,
+        "budget": int(n_train), "teacher_calls_this_run": int(teacher_calls),
+        "finished": bool(protocol.done), "train_seconds": wall,
+        "steps_per_epoch": steps, "devices": mesh.size,
+        "members": [{"seed": seed, "lr": lr,
+                     "teacher_calls": int(n_train) if method.uses_teacher else 0,
+                     **protocol.summary(i)} for i, (seed, lr) in enumerate(members)],
+    }
+    if cfg.out_dir is not None:
+        tmp = os.path.join(cfg.out_dir, "summary.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1, default=_json_default)
+        os.replace(tmp, os.path.join(cfg.out_dir, "summary.json"))
+    # Returned for tests and programmatic use; not part of summary.json.
+    summary["_final"] = {"state": state, "best": best}
+    return summary

@@ -1,0 +1,328 @@
+"""The compiled student step: sampling, gather, augmentation, forward, loss and update on device.
+
+Data flow of one pseudo-epoch (DESIGN.md), all inside one `jax.jit`:
+  draw batch/tuple indices with `jax.random` -> gather uint8 images, labels and logit-table rows
+  -> random crop + flip -> normalise -> (mix) -> student forward -> method loss -> SGD update,
+repeated `steps_per_epoch` times by `lax.scan`, and `vmap`ped over the population axis (members
+differ in seed, learning rate and their own budgeted subset). Python runs only between
+pseudo-epochs.
+
+Data parallelism: a 1-D `data` mesh; every array that enters the step is replicated and the
+per-step batch is constrained to `P('data')` right after the gather, so XLA splits the forward,
+backward and BatchNorm reductions across devices. The math is the same on 1 or 8 devices
+(BatchNorm statistics are over the global batch), up to reduction order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ckd_jax.data.augment import center_crop, normalize, random_crop_flip
+from ckd_jax.losses import cross_entropy
+from ckd_jax.train.methods import LossInputs, Method
+
+Array = jax.Array
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D `data` mesh over the first `num_devices` local devices (default: all)."""
+    devices = jax.local_devices()
+    n = len(devices) if num_devices is None else num_devices
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"num_devices={num_devices} must be in [1, {len(devices)}]")
+    return Mesh(np.asarray(devices[:n]), ("data",), axis_types=(AxisType.Auto,))
+
+
+class MemberData(NamedTuple):
+    """Training data of every population member, stacked on a leading member axis [M, ...].
+
+    images uint8 [M, n, H, W, C]; labels int32 [M, n]; teacher_logits f32 [M, n, C] (row i is
+    the cached teacher output for images[:, i]); remainder_* the labelled remainder (CE only,
+    never shown to the teacher; [M, 1, ...] dummies when unused); tuple_pool int32 [M, pool, k]
+    (the paper's fixed tuple pool, [M, 1, k] dummy when unused); aux: the method's host-side
+    per-member arrays (CRD class index).
+    """
+
+    images: Array
+    labels: Array
+    teacher_logits: Array
+    remainder_images: Array
+    remainder_labels: Array
+    tuple_pool: Array
+    aux: Any
+
+
+class TrainState(NamedTuple):
+    """Per-member training state, stacked on the member axis.
+
+    params: {"student": ..., "extra": ...} (extra: the method's trainable heads);
+    batch_stats: the student's BatchNorm running statistics; momentum: SGD momentum buffers
+    (optax.trace state); extra_state: the method's non-trainable state (CRD memory banks);
+    lr: current base learning rate (divided by 10 on plateaus); step: global step count.
+    """
+
+    params: Any
+    batch_stats: Any
+    momentum: Any
+    extra_state: Any
+    lr: Array
+    step: Array
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Static facts the compiled step is specialised on (one compile per distinct spec)."""
+
+    batch_size: int
+    steps_per_epoch: int
+    n_train: int
+    crop_size: int
+    padding: int
+    flip: bool
+    mean: tuple
+    std: tuple
+    eval_crop: int | None
+    momentum: float
+    weight_decay: float
+    schedule: str  # "plateau" (constant within phases) or "cosine"
+    total_steps: int  # cosine horizon
+    compute_dtype: str
+    group_forward: str
+    has_remainder: bool
+    remainder_weight: float
+    use_pool: bool
+
+
+def steps_per_pseudo_epoch(n_train: int, batch_size: int) -> int:
+    """The paper's pseudo-epoch: ceil(train size / batch) steps."""
+    return math.ceil(n_train / batch_size)
+
+
+# ------------------------------------------------------------------------------------------
+# forward pass
+# ------------------------------------------------------------------------------------------
+def _forward(model, spec: StepSpec, params, batch_stats, x):
+    """Train-mode forward; returns (float32 logits, new batch_stats)."""
+    if spec.compute_dtype == "bfloat16":
+        params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+        x = x.astype(jnp.bfloat16)
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    new_stats = updates.get("batch_stats", batch_stats)
+    new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, batch_stats)
+    return logits.astype(jnp.float32), new_stats
+
+
+def _student_logits(model, method: Method, spec: StepSpec, params, batch_stats, x):
+    """Logits of a batch [B, ...] or a tuple batch [B, k, ...] (logits [B, k, C])."""
+    if method.sampling == "sample":
+        return _forward(model, spec, params, batch_stats, x)
+    b, k = x.shape[:2]
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])
+    if spec.group_forward == "joint":
+        logits, stats = _forward(model, spec, params, batch_stats, flat(x))
+        return logits.reshape(b, k, -1), stats
+    # The paper: P members and N members as two forward passes (BN statistics per group).
+    n_pos = method.n_pos
+    lp, stats = _forward(model, spec, params, batch_stats, flat(x[:, :n_pos]))
+    ln, stats = _forward(model, spec, params, stats, flat(x[:, n_pos:]))
+    return jnp.concatenate([lp.reshape(b, n_pos, -1), ln.reshape(b, k - n_pos, -1)], 1), stats
+
+
+# ------------------------------------------------------------------------------------------
+# one member: epoch of steps
+# ------------------------------------------------------------------------------------------
+def _epoch_indices(method: Method, spec: StepSpec, data: MemberData, key):
+    """Sample indices for a whole pseudo-epoch: [S, B] or [S, B, k] (S steps)."""
+    s, b, n = spec.steps_per_epoch, spec.batch_size, spec.n_train
+    if method.sampling == "sample":
+        # One shuffled pass over the data (like a DataLoader with shuffle); the last partial
+        # batch is filled from a second permutation so every step has a static shape.
+        k1, k2 = jax.random.split(key)
+        perm = jnp.concatenate([jax.random.permutation(k1, n), jax.random.permutation(k2, n)])
+        return perm[: s * b].reshape(s, b).astype(jnp.int32)
+    k = method.tuple_size
+    if spec.use_pool:
+        pool = data.tuple_pool
+        sel = jax.random.choice(key, pool.shape[0], (s * b,), replace=pool.shape[0] < s * b)
+        return pool[sel].reshape(s, b, k)
+    # k distinct samples per tuple, uniformly at random: top-k of i.i.d. uniforms.
+    keys = jax.random.split(key, s)
+    draw = lambda kk: jax.lax.top_k(jax.random.uniform(kk, (b, n)), k)[1]
+    return jax.vmap(draw)(keys).astype(jnp.int32)
+
+
+def _augment(spec: StepSpec, key, images_u8):
+    """uint8 [..., H, W, C] -> normalised float32 augmented views, same leading dims."""
+    lead = images_u8.shape[:-3]
+    flat = images_u8.reshape((-1,) + images_u8.shape[-3:])
+    out = random_crop_flip(key, flat, crop_size=spec.crop_size, padding=spec.padding,
+                           flip=spec.flip)
+    out = normalize(out, spec.mean, spec.std)
+    return out.reshape(lead + out.shape[1:])
+
+
+def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
+    trace = optax.trace(decay=spec.momentum)
+
+    def step(state, inputs, data):
+        idx, key = inputs
+        k_aug, k_mix, k_loss, k_rem, k_remaug = jax.random.split(key, 5)
+        images = shard(_augment(spec, k_aug, data.images[idx]))
+        labels = data.labels[idx]
+        teacher = data.teacher_logits[idx]
+        mix = None
+        if method.mix is not None:
+            images, mix = method.mix(k_mix, images)
+
+        def loss_fn(params):
+            logits, stats = _student_logits(model, method, spec, params["student"],
+                                            state.batch_stats, images)
+            loss, new_extra_state, metrics = method.loss(LossInputs(
+                logits=logits, teacher_logits=teacher, labels=labels, sample_idx=idx,
+                extra_params=params["extra"], extra_state=state.extra_state,
+                data_aux=data.aux, mix=mix, key=k_loss))
+            if spec.has_remainder:
+                # Reviewers' setting: the rest of the train split keeps its labels (CE only).
+                r = data.remainder_labels.shape[0]
+                ridx = jax.random.randint(k_rem, (spec.batch_size,), 0, r)
+                rimg = shard(_augment(spec, k_remaug, data.remainder_images[ridx]))
+                rlogits, stats = _forward(model, spec, params["student"], stats, rimg)
+                rce = cross_entropy(rlogits, data.remainder_labels[ridx])
+                loss = loss + spec.remainder_weight * rce
+                metrics = {**metrics, "remainder_ce": rce}
+            return loss, (stats, new_extra_state, metrics)
+
+        (loss, (stats, extra_state, metrics)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params)
+        # torch.optim.SGD semantics: weight decay added to the gradient (student only), then
+        # momentum buf = m * buf + g, then p -= lr * buf.
+        grads = {"student": jax.tree.map(lambda g, p: g + spec.weight_decay * p,
+                                         grads["student"], state.params["student"]),
+                 "extra": grads["extra"]}
+        direction, momentum = trace.update(grads, state.momentum)
+        lr = state.lr
+        if spec.schedule == "cosine":
+            t = jnp.minimum(state.step, spec.total_steps).astype(jnp.float32)
+            lr = lr * 0.5 * (1.0 + jnp.cos(jnp.pi * t / spec.total_steps))
+        params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
+        new_state = TrainState(params, stats, momentum, extra_state, state.lr, state.step + 1)
+        return new_state, {"loss": loss, **metrics}
+
+    def member_epoch(state: TrainState, data: MemberData, key, active):
+        k_idx, k_steps = jax.random.split(key)
+        idx = _epoch_indices(method, spec, data, k_idx)
+        keys = jax.random.split(k_steps, spec.steps_per_epoch)
+        new_state, metrics = jax.lax.scan(lambda st, xs: step(st, xs, data), state, (idx, keys))
+        # Members that finished the protocol keep their state (the population runs on).
+        new_state = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_state, state)
+        return new_state, jax.tree.map(jnp.mean, metrics)
+
+    return member_epoch
+
+
+# ------------------------------------------------------------------------------------------
+# public builders
+# ------------------------------------------------------------------------------------------
+def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh):
+    """Compiled `(state, data, keys [M], active [M]) -> (state, metrics {name: [M]})`.
+
+    One call runs one pseudo-epoch of `spec.steps_per_epoch` steps for every member. The state
+    argument is donated (updated in place on the device).
+    """
+    batch_sharding = NamedSharding(mesh, P("data"))
+    shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+    member_epoch = _make_member_epoch(model, method, spec, shard)
+    return jax.jit(jax.vmap(member_epoch), donate_argnums=(0,))
+
+
+def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_images: bool):
+    """Compiled `(params, batch_stats, images u8, labels) -> (top1 [M], top5 [M])` fractions.
+
+    images/labels are [M, N, ...] per member (validation) or shared [N, ...] (test) when
+    `shared_images`. Evaluation is in eval mode (running statistics), on the clean view (centre
+    crop where the dataset has one), in chunks of `batch_size` sharded over the mesh.
+    """
+    batch_sharding = NamedSharding(mesh, P("data"))
+
+    def member_eval(params, batch_stats, images, labels):
+        n = images.shape[0]
+        chunks = math.ceil(n / batch_size)
+        pad = chunks * batch_size - n
+        images = jnp.pad(images, ((0, pad),) + ((0, 0),) * 3)
+        labels = jnp.pad(labels, (0, pad), constant_values=-1)
+        images = images.reshape((chunks, batch_size) + images.shape[1:])
+        labels = labels.reshape(chunks, batch_size)
+        variables = {"params": params}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+
+        def chunk(carry, xy):
+            x, y = xy
+            if spec.eval_crop is not None and spec.eval_crop != x.shape[1]:
+                x = center_crop(x, spec.eval_crop)
+            x = jax.lax.with_sharding_constraint(normalize(x, spec.mean, spec.std),
+                                                 batch_sharding)
+            if spec.compute_dtype == "bfloat16":
+                x = x.astype(jnp.bfloat16)
+                v = jax.tree.map(lambda p: p.astype(jnp.bfloat16), variables)
+            else:
+                v = variables
+            logits = model.apply(v, x, train=False).astype(jnp.float32)
+            top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+            hit = top == y[:, None]
+            valid = y >= 0
+            c1 = jnp.sum(hit[:, 0] & valid)
+            c5 = jnp.sum(jnp.any(hit, axis=1) & valid)
+            return (carry[0] + c1, carry[1] + c5), None
+
+        (c1, c5), _ = jax.lax.scan(chunk, (jnp.int32(0), jnp.int32(0)), (images, labels))
+        return c1 / n, c5 / n
+
+    axes = (0, 0, None, None) if shared_images else (0, 0, 0, 0)
+    return jax.jit(jax.vmap(member_eval, in_axes=axes))
+
+
+def init_state(model, method: Method, keys: Array, lrs: Array, sample_shape: tuple,
+               num_classes: int, n_train: int) -> TrainState:
+    """Stacked initial state for members with PRNG `keys` [M] and learning rates `lrs` [M].
+
+    `sample_shape` is one input image's shape after augmentation (H, W, C).
+    """
+    trace = optax.trace(decay=0.0)  # only its (zero) state structure is needed
+
+    def one(key, lr):
+        k_model, k_extra = jax.random.split(key)
+        variables = model.init(k_model, jnp.zeros((1,) + tuple(sample_shape), jnp.float32),
+                               train=False)
+        student = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
+        extra_params, extra_state = {}, {}
+        if method.init_extra is not None:
+            extra_params, extra_state = method.init_extra(k_extra, num_classes, n_train)
+        params = {"student": student, "extra": extra_params}
+        return TrainState(params, batch_stats, trace.init(params), extra_state,
+                          jnp.asarray(lr, jnp.float32), jnp.int32(0))
+
+    return jax.jit(jax.vmap(one))(keys, lrs)
+
+
+def tree_select(mask: Array, on_true, on_false):
+    """Per-member select between two stacked pytrees (mask [M] bool)."""
+    def pick(a, b):
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+        return jnp.where(m, a, b)
+
+    return jax.tree.map(pick, on_true, on_false)
