@@ -7,14 +7,13 @@ A checkpoint is a step directory `directory/<step>/` holding
   - `metrics`: the JSON metrics dict passed to `save` (orbax's own metrics item).
 
 Which checkpoints survive: the `max_to_keep` most recent ones *and* the best one by
-`best_metric` (mode "max" or "min"). Both are enforced by one orbax `preservation_policy`
-(`_LatestAndBest` below), so a long run of non-improving epochs never deletes the best
-checkpoint and a new best never deletes the latest. Ties go to the earliest step ("improvement"
+`best_metric` (mode "max" or "min"), so a long run of non-improving epochs never deletes the best
+checkpoint and a new best never deletes the latest. (Orbax's `BestN` alone would drop the latest;
+we prune after each save ourselves, see `_prune`.) Ties go to the earliest step ("improvement"
 means strictly better, as in the paper's early-stopping protocol); NaN metrics never count as best.
 
-Saves are atomic (orbax writes into a temporary directory and renames it when complete) and, by
-default, synchronous: when `save` returns, the checkpoint is on disk. With `async_save=True`
-call `wait()` (or `close()`) before reporting that a run is done.
+Saves are atomic (orbax writes into a temporary directory and renames it when complete) and
+synchronous: when `save` returns, the checkpoint is committed on disk.
 
 PRNG keys: new-style typed keys (`jax.random.key`) are stored as their raw `uint32` key data
 (`jax.random.key_data`) and re-wrapped on restore when the template holds a typed key at that
@@ -25,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import shutil
 from typing import Any
 
 import jax
@@ -91,21 +90,7 @@ def _to_json_metrics(metrics: dict | None) -> dict | None:
     return out
 
 
-class _LatestAndBest:
-    """orbax PreservationPolicy: keep the `n_latest` newest steps and the single best step."""
-
-    def __init__(self, n_latest: int, rank_fn):
-        self.n_latest = n_latest
-        self.rank_fn = rank_fn  # list[(step, metrics)] -> best step or None
-
-    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any = None) -> list[bool]:
-        del context
-        steps = [c.step for c in checkpoints]
-        keep = set(sorted(steps)[-self.n_latest:]) if self.n_latest > 0 else set()
-        best = self.rank_fn([(c.step, c.metrics) for c in checkpoints])
-        if best is not None:
-            keep.add(best)
-        return [s in keep for s in steps]
+_DELETING_PREFIX = ".deleting-"
 
 
 class Checkpointer:
@@ -119,7 +104,6 @@ class Checkpointer:
       best_metric: key of the metrics dict used to rank checkpoints.
       best_mode: "max" (accuracy) or "min" (loss).
       max_to_keep: how many of the most recent checkpoints to keep (>= 1).
-      async_save: let orbax write in a background thread; `wait()` / `close()` block until done.
 
     Example:
       >>> ckpt = Checkpointer("runs/x/checkpoints", best_metric="val_acc")
@@ -130,7 +114,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, save_every: int | None = None,
                  keep_best: bool = True, best_metric: str = "val_acc", best_mode: str = "max",
-                 max_to_keep: int = 2, async_save: bool = False):
+                 max_to_keep: int = 2):
         if save_every is not None and (not isinstance(save_every, int) or save_every < 1):
             raise ValueError(f"save_every must be None or a positive int, got {save_every!r}")
         if not isinstance(max_to_keep, int) or max_to_keep < 1:
@@ -144,17 +128,47 @@ class Checkpointer:
         self.best_mode = best_mode
         self.max_to_keep = max_to_keep
 
-        policy = _LatestAndBest(max_to_keep, self._best_of if keep_best else (lambda _: None))
+        self._remove_leftover_deletions()
         options = ocp.CheckpointManagerOptions(
-            enable_async_checkpointing=async_save,
-            preservation_policy=policy,
-            # best_fn is only set so that orbax writes the metrics item; which checkpoints are
-            # kept is decided by `policy` (orbax ignores best_fn when a policy is given).
+            enable_async_checkpointing=False,  # a returned save is a committed save
+            # orbax deletes nothing; `_prune` removes what is neither recent nor best. (Orbax's own
+            # deleter raced with its commit of the previous step in our tests: FileNotFoundError
+            # on '<step>.orbax-checkpoint-tmp'.)
+            max_to_keep=None,
+            # best_fn is only set so that orbax writes the metrics item; it decides nothing.
             best_fn=self._metric_value_or_worst,
             best_mode=best_mode,
             cleanup_tmp_directories=True,  # remove half-written saves of a killed process
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # ------------------------------------------------------------------------------ pruning
+    def _remove_leftover_deletions(self) -> None:
+        if os.path.isdir(self.directory):
+            for name in os.listdir(self.directory):
+                if name.startswith(_DELETING_PREFIX):
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def _prune(self) -> None:
+        """Delete every step that is neither among the `max_to_keep` newest nor the best.
+
+        A step directory is first renamed out of orbax's step namespace (atomic), then removed,
+        so a process killed mid-deletion never leaves a half-deleted step that looks valid.
+        """
+        steps = self.all_steps()
+        keep = set(steps[-self.max_to_keep:])
+        if self.keep_best:
+            best = self.best_step()
+            if best is not None:
+                keep.add(best)
+        doomed = [s for s in steps if s not in keep]
+        for step in doomed:
+            src = os.path.join(self.directory, str(step))
+            dst = os.path.join(self.directory, f"{_DELETING_PREFIX}{step}-{os.getpid()}")
+            os.rename(src, dst)
+            shutil.rmtree(dst, ignore_errors=True)
+        if doomed:
+            self._manager.reload()
 
     # ----------------------------------------------------------------------------- ranking
     def _metric_value(self, metrics: dict | None) -> float | None:
@@ -240,11 +254,9 @@ class Checkpointer:
             items[_EXTRA] = ocp.args.JsonSave(extra)
         saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
                                    force=True)
+        if saved:
+            self._prune()
         return bool(saved)
-
-    def wait(self) -> None:
-        """Block until any asynchronous save has finished."""
-        self._manager.wait_until_finished()
 
     # ----------------------------------------------------------------------------- restore
     def restore(self, step: int, template: Any = None) -> Any:
@@ -285,7 +297,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------ close
     def close(self) -> None:
-        """Wait for pending saves and release orbax resources."""
+        """Release orbax resources (saves are synchronous, nothing is pending)."""
         self._manager.wait_until_finished()
         self._manager.close()
 

@@ -15,6 +15,7 @@ File format (`LogitTable.save`): one .npz, written atomically (temporary file + 
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -81,6 +82,26 @@ def _teacher_view(images: jax.Array, keys: jax.Array, spec: DatasetSpec, view: s
     return normalize(out, spec.mean, spec.std)
 
 
+def _make_batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str):
+    def batch_logits(variables, x_u8, batch_keys):
+        x = _teacher_view(x_u8, batch_keys, spec, view)
+        return apply_fn(variables, x, train=False).astype(jnp.float32)
+
+    return jax.jit(batch_logits)
+
+
+_cached_batch_logits_fn = functools.lru_cache(maxsize=16)(_make_batch_logits_fn)
+
+
+def _batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str):
+    """The jitted per-batch function; reused across passes with the same teacher function so a
+    second pass does not recompile (falls back to a fresh one for unhashable apply_fns)."""
+    try:
+        return _cached_batch_logits_fn(apply_fn, spec, view)
+    except TypeError:
+        return _make_batch_logits_fn(apply_fn, spec, view)
+
+
 def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: jax.Array,
                  spec: DatasetSpec, view: str = "augmented", batch_size: int = 512,
                  counter: TeacherCallCounter) -> np.ndarray:
@@ -120,12 +141,7 @@ def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: j
             f"budget of {counter.budget} remain")
     bs = min(batch_size, n)
     keys = jax.random.split(key, n)
-
-    @jax.jit
-    def batch_logits(variables, x_u8, batch_keys):
-        x = _teacher_view(x_u8, batch_keys, spec, view)
-        return apply_fn(variables, x, train=False).astype(jnp.float32)
-
+    batch_logits = _batch_logits_fn(apply_fn, spec, view)
     out = None
     for start in range(0, n, bs):
         real = min(bs, n - start)
@@ -316,7 +332,7 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
         "dataset": dataset_name, "split": split, "teacher_name": teacher_name,
         "teacher_hash": teacher_hash, "view": view, "seed": int(seed),
         "num_classes": int(logits.shape[1]), "teacher_calls": counter.calls,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "format_version": FORMAT_VERSION,
     }
     table = LogitTable(logits.astype(logits_dtype), indices, meta)

@@ -27,9 +27,9 @@ from ckd_jax.data import (
     load_dataset,
     load_train_test,
     records_to_arrays,
+    sources,
     train_view,
 )
-from ckd_jax.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
@@ -124,7 +124,7 @@ def test_cifar100_official_archives(tmp_path, fmt, as_tar):
     data = {s: (_rand_images(rng, n), rng.integers(0, 100, n), rng.integers(0, 20, n))
             for s, n in [("train", 6), ("test", 3)]}
     # Make coarse and fine labels differ everywhere so swapping them would be caught.
-    for s, (x, fine, coarse) in data.items():
+    for _, fine, coarse in data.values():
         coarse[coarse == fine] = (coarse[coarse == fine] + 1) % 20
     if fmt == "python":
         d = tmp_path / "cifar-100-python"

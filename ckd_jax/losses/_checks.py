@@ -58,7 +58,8 @@ def check_leading(name_a: str, a, name_b: str, b, ndim: int) -> None:
 
 
 def check_integer_dtype(name: str, x) -> None:
-    dtype = np.result_type(x)
+    dtype = getattr(x, "dtype", None)
+    dtype = np.result_type(x) if dtype is None else np.dtype(dtype)
     if not np.issubdtype(dtype, np.integer):
         raise ValueError(f"{name} must be an integer array, got dtype {dtype}")
 

@@ -8,6 +8,8 @@ regressed onto the teacher's and the labels' comparisons.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,6 +85,11 @@ def compare_groups(
                          f"{shape_of(x)}")
     n_pos = check_static_int("n_pos", n_pos, 1, k - 1, f" for k={k}")
     _check_combine(combine, lam)
+    return _compare_jit(x, lam, n_pos=n_pos, combine=combine)
+
+
+@functools.partial(jax.jit, static_argnames=("n_pos", "combine"))
+def _compare_jit(x, lam, *, n_pos, combine):
     return _compare(x, n_pos, combine, lam)
 
 
@@ -144,6 +151,13 @@ def ckd_terms(
     """
     n_pos = _check_ckd_args(student_logits, teacher_logits, labels, n_pos, form, temperature,
                             combine, lam)
+    return _ckd_terms(student_logits, teacher_logits, labels, temperature, lam, n_pos=n_pos,
+                      form=form, combine=combine)
+
+
+@functools.partial(jax.jit, static_argnames=("n_pos", "form", "combine"))
+def _ckd_terms(student_logits, teacher_logits, labels, temperature, lam, *, n_pos, form,
+               combine):
     per_tuple = jax.vmap(
         lambda s, t, y: _ckd_tuple_terms(s, t, y, n_pos=n_pos, form=form,
                                          temperature=temperature, combine=combine, lam=lam)

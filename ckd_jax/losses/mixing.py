@@ -16,6 +16,8 @@ sample and every target is a cached teacher output, so no extra teacher call is 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,11 @@ def mixup_inputs(key: jax.Array, images: jax.Array, alpha: float = 1.0):
     """
     _check_images(images)
     check_positive("alpha", alpha)
+    return _mixup(key, images, alpha)
+
+
+@jax.jit
+def _mixup(key, images, alpha):
     k_lam, k_perm = jax.random.split(key)
     b = images.shape[0]
     lam = jax.random.beta(k_lam, alpha, alpha).astype(images.dtype)
@@ -70,6 +77,11 @@ def mixup3_inputs(key: jax.Array, images: jax.Array):
     mixed = w0 * x + w1 * x[partners[0]] + w2 * x[partners[1]].
     """
     _check_images(images)
+    return _mixup3(key, images)
+
+
+@jax.jit
+def _mixup3(key, images):
     k_w, k_p1, k_p2 = jax.random.split(key, 3)
     b = images.shape[0]
     u = jax.random.uniform(k_w, (3,), dtype=images.dtype)
@@ -122,6 +134,11 @@ def cutmix_inputs(key: jax.Array, images: jax.Array, alpha: float = 1.0):
     """
     _check_images(images)
     check_positive("alpha", alpha)
+    return _cutmix(key, images, alpha)
+
+
+@jax.jit
+def _cutmix(key, images, alpha):
     k_lam, k_box, k_perm = jax.random.split(key, 3)
     b, h, w, _ = images.shape
     lam0 = jax.random.beta(k_lam, alpha, alpha)
@@ -204,7 +221,13 @@ def mix_distill_loss(
     if np.ndim(weights) not in (0, 1):
         raise ValueError(f"weights must be a scalar lam or [m], got shape {shape_of(weights)}")
     indices, w = mix_indices_weights(partners, weights, b)
+    return _mix_distill(student_logits, labels, teacher_logits, indices, w, temperature, w_cls,
+                        w_soft, soft=soft)
 
+
+@functools.partial(jax.jit, static_argnames="soft")
+def _mix_distill(student_logits, labels, teacher_logits, indices, w, temperature, w_cls, w_soft,
+                 *, soft):
     logp = jax.nn.log_softmax(student_logits, axis=-1)  # [B, C]
     y = labels[indices]  # [m, B]
     ce = -jnp.mean(jnp.take_along_axis(logp[None], y[..., None], axis=-1)[..., 0], axis=-1)

@@ -6,6 +6,7 @@ teacher; the paper adds CE + KD to each (see docs/losses.md for the default weig
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -89,6 +90,11 @@ def rkd_loss(
                          "share the batch dimension")
     if bs < 2:
         raise ValueError(f"rkd_loss needs a batch of at least 2, got shape {shape_of(student)}")
+    return _rkd_loss(student, teacher, w_dist, w_angle)
+
+
+@jax.jit
+def _rkd_loss(student, teacher, w_dist, w_angle):
     teacher = jax.lax.stop_gradient(teacher)
     loss_d = _smooth_l1(_mean_normalised_distances(student), _mean_normalised_distances(teacher))
     loss_a = _smooth_l1(_angles(student), _angles(teacher))
@@ -128,6 +134,11 @@ def dist_loss(
     check_rank("student", student, 2, "[B, C]")
     check_same_shape("student", student, "teacher", teacher)
     check_positive("tau", tau)
+    return _dist_loss(student, teacher, tau, beta, gamma)
+
+
+@jax.jit
+def _dist_loss(student, teacher, tau, beta, gamma):
     y_s = jax.nn.softmax(student / tau, axis=1)
     y_t = jax.nn.softmax(teacher / tau, axis=1)
     inter = tau**2 * (1.0 - jnp.mean(_pearson_rows(y_s, y_t)))
@@ -248,6 +259,14 @@ def crd_sample_negatives(
         if np.any(counts >= n):
             raise ValueError("crd_sample_negatives: a batch label has no other-class samples "
                              f"(class_count {int(counts.max())} == n {n})")
+    return _sample_negatives(key, labels_of_batch, sample_idx, jnp.asarray(class_sorted_index),
+                             jnp.asarray(class_start), jnp.asarray(class_count), n_neg=n_neg)
+
+
+@functools.partial(jax.jit, static_argnames="n_neg")
+def _sample_negatives(key, labels_of_batch, sample_idx, class_sorted_index, class_start,
+                      class_count, *, n_neg):
+    n = class_sorted_index.shape[0]
     start = jnp.asarray(class_start)[labels_of_batch][:, None]
     count = jnp.asarray(class_count)[labels_of_batch][:, None]
     r = jax.random.randint(key, (labels_of_batch.shape[0], n_neg), 0, n - count)
@@ -325,7 +344,14 @@ def crd_loss(
     check_labels_in_range("sample_idx", sample_idx, n_data, "n_data")
     check_positive("nce_t", nce_t)
     check_nonneg("momentum", momentum)
+    return _crd_loss(params, state, student_logits, teacher_logits, sample_idx, contrast_idx,
+                     nce_t, momentum)
 
+
+@jax.jit
+def _crd_loss(params, state, student_logits, teacher_logits, sample_idx, contrast_idx, nce_t,
+              momentum):
+    n_data = state["memory_s"].shape[0]
     e_s = crd_embed(params["embed_s"], student_logits)
     e_t = crd_embed(params["embed_t"], teacher_logits)
     mem_s = jax.lax.stop_gradient(state["memory_s"])

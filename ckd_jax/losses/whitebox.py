@@ -83,7 +83,12 @@ def fitnet_loss(regressed: jax.Array, teacher_feat: jax.Array) -> jax.Array:
     """
     check_min_rank("regressed", regressed, 2, "[N, ...]")
     check_same_shape("regressed", regressed, "teacher_feat", teacher_feat)
-    return jnp.mean((regressed - teacher_feat) ** 2)
+    return _mse(regressed, teacher_feat)
+
+
+@jax.jit
+def _mse(a, b):
+    return jnp.mean((a - b) ** 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +164,11 @@ def vid_loss(pred_mean: jax.Array, log_scale: jax.Array, target: jax.Array,
     if shape_of(log_scale)[0] != shape_of(pred_mean)[-1]:
         raise ValueError(f"log_scale {shape_of(log_scale)} must have one entry per channel of "
                          f"pred_mean {shape_of(pred_mean)}")
+    return _vid_loss(pred_mean, log_scale, target, eps)
+
+
+@jax.jit
+def _vid_loss(pred_mean, log_scale, target, eps):
     var = jax.nn.softplus(log_scale) + eps
     return jnp.mean(0.5 * ((pred_mean - target) ** 2 / var + jnp.log(var)))
 
@@ -195,5 +205,10 @@ def cc_loss(s_embed: jax.Array, t_embed: jax.Array) -> jax.Array:
     check_same_shape("s_embed", s_embed, "t_embed", t_embed)
     if shape_of(s_embed)[0] < 2:
         raise ValueError(f"cc_loss needs a batch of at least 2, got shape {shape_of(s_embed)}")
+    return _cc_loss(s_embed, t_embed)
+
+
+@jax.jit
+def _cc_loss(s_embed, t_embed):
     delta = jnp.abs(s_embed - t_embed)
     return jnp.mean(jnp.sum(delta[:-1] * delta[1:], axis=1))

@@ -72,7 +72,9 @@ def torch_key_map(variables: Mapping) -> dict[str, tuple[tuple[str, ...], tuple[
     from flax import traverse_util
 
     out = {}
-    for path, leaf in traverse_util.flatten_dict(dict(variables)).items():
+    # params before batch_stats, so a report of missing keys starts with weights.
+    ordered = {c: variables[c] for c in sorted(variables, key=lambda c: c != "params")}
+    for path, leaf in traverse_util.flatten_dict(ordered).items():
         suffix = _TORCH_SUFFIX.get((path[0], path[-1]))
         if suffix is None:
             raise ValueError(f"variable {'/'.join(path)} has no PyTorch counterpart")
@@ -86,7 +88,7 @@ def _to_numpy(key: str, value: Any) -> np.ndarray:
         if value.dtype.is_floating_point:
             value = value.float()
         return value.numpy()
-    if isinstance(value, np.ndarray | np.generic | int | float) or hasattr(value, "__array__"):
+    if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array__"):
         return np.asarray(value)
     raise ValueError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor; pass "
                      "a RepDistiller checkpoint ({'model': state_dict, ...}) or a state_dict")
@@ -157,24 +159,29 @@ def load_torch_checkpoint(source, name: str, num_classes: int, *, weights_only: 
     state = read_state_dict(source, weights_only=weights_only)
 
     where = f"model {name!r} (num_classes={num_classes})"
-    problems, flat = [], {}
+    mismatched, missing, unexpected, flat = [], [], [], {}
     for key, (path, expected) in key_map.items():
         if key not in state:
-            problems.append(f"checkpoint lacks key {key!r} (model expects shape {expected})")
+            missing.append(f"checkpoint lacks key {key!r} (model expects shape {expected})")
             continue
         arr = state[key]
         if tuple(arr.shape) != expected:
-            problems.append(f"key {key!r}: checkpoint shape {tuple(arr.shape)}, model expects "
-                            f"shape {expected}")
+            mismatched.append(f"key {key!r}: checkpoint shape {tuple(arr.shape)}, model expects "
+                              f"shape {expected}")
             continue
         flat[path] = jnp.asarray(_from_torch_layout(arr.astype(np.float32)))
     for key, arr in state.items():
         if key not in key_map and not key.endswith("num_batches_tracked"):
-            problems.append(f"unexpected key {key!r} (checkpoint shape {tuple(arr.shape)}) has "
-                            "no counterpart in the model")
-    if problems:
-        shown = "\n  ".join(problems[:12])
-        more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
-        raise ValueError(f"checkpoint does not match {where}: {len(problems)} problem(s):\n  "
-                         f"{shown}{more}")
+            unexpected.append(f"unexpected key {key!r} (checkpoint shape {tuple(arr.shape)}) "
+                              "has no counterpart in the model")
+    if mismatched or missing or unexpected:
+        lines = []
+        for kind, items in (("shape mismatches", mismatched), ("missing keys", missing),
+                            ("unexpected keys", unexpected)):
+            if items:
+                lines.append(f"{len(items)} {kind}:")
+                lines += ["  " + item for item in items[:6]]
+                if len(items) > 6:
+                    lines.append(f"  ... and {len(items) - 6} more")
+        raise ValueError(f"checkpoint does not match {where}:\n" + "\n".join(lines))
     return traverse_util.unflatten_dict(flat)

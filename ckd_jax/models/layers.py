@@ -85,6 +85,8 @@ class BatchNorm(nn.Module):
     ``var <- momentum*var + (1-momentum)*batch_var*n/(n-1)`` with n = elements per channel,
     exactly as PyTorch does with its ``momentum=0.1`` (flax convention: ``momentum=0.9``).
     Eval mode: y = (x - mean) / sqrt(var + epsilon) * scale + bias.
+    Statistics and normalisation are computed in float32 whatever the input dtype (bfloat16
+    compute); the output has the promoted dtype of `x` and the params.
     """
 
     momentum: float = 0.9
@@ -97,8 +99,11 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        out_dtype = jnp.result_type(x.dtype, scale.dtype)
+        x = x.astype(jnp.float32)
         if use_running_average:
-            mean, var = ra_mean.value, ra_var.value
+            mean = ra_mean.value.astype(jnp.float32)
+            var = ra_var.value.astype(jnp.float32)
         else:
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x, axis=axes)
@@ -108,8 +113,8 @@ class BatchNorm(nn.Module):
                 unbiased = var * (n / max(n - 1, 1))
                 ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * unbiased
-        inv = jax.lax.rsqrt(var + self.epsilon) * scale
-        return (x - mean) * inv + bias
+        inv = jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32)
+        return ((x - mean) * inv + bias.astype(jnp.float32)).astype(out_dtype)
 
 
 def channel_shuffle(x, groups: int):

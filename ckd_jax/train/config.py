@@ -53,6 +53,7 @@ class DistillConfig:
 
     # --- models ------------------------------------------------------------------------------
     teacher: str = "tiny_cnn"
+    teacher_kwargs: dict = field(default_factory=dict)  # create_model kwargs (small models)
     teacher_checkpoint: str | None = None  # teacher run dir (train_teacher.py) or RepDistiller .pth
     teacher_view: str = "augmented"  # the view the teacher labels: one augmented view (paper)
     logit_table_dir: str | None = None  # default: <out_dir>/logit_tables
@@ -193,3 +194,22 @@ def apply_overrides(config: DistillConfig, overrides: list[str]) -> DistillConfi
             raise ValueError(f"unknown config key {key!r}; accepted: {', '.join(sorted(fields))}")
         changes[key] = _parse_value(text, getattr(config, key))
     return config.replace(**changes)
+
+
+def load_config_file(path: str) -> DistillConfig:
+    """Import a config file (a .py whose `get_config()` returns a DistillConfig) by path."""
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_ckd_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, DistillConfig):
+        raise ValueError(f"{path}: get_config() returned {type(config).__name__}, "
+                         "expected DistillConfig")
+    return config

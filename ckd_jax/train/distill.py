@@ -124,9 +124,11 @@ class _Prepared:
                     "RepDistiller .pth) or logit_table_dir holding the tables")
             from ckd_jax.train.supervised import load_teacher
             self.teacher_variables = load_teacher(config.teacher_checkpoint, config.teacher,
-                                                  self.num_classes)
+                                                  self.num_classes,
+                                                  model_kwargs=config.teacher_kwargs or None)
         if self.teacher_variables is not None and self.teacher_apply is None:
-            self.teacher_apply = create_model(config.teacher, self.num_classes).apply
+            self.teacher_apply = create_model(config.teacher, self.num_classes,
+                                              **config.teacher_kwargs).apply
         self.teacher_hash = None
         if self.teacher_variables is not None:
             from ckd_jax.logit_table import variables_hash
@@ -155,7 +157,7 @@ class _Prepared:
             table, made = build_or_load_logit_table(
                 m.table_path, teacher_apply=self.teacher_apply,
                 teacher_variables=self.teacher_variables, teacher_name=self.config.teacher,
-                dataset_name=self.train.name, images=self.train.images[m.split.teacher_idx],
+                dataset_name=self.train.name, images=self.train.images,
                 indices=m.split.teacher_idx, key=jax.random.PRNGKey(10_000 + m.seed),
                 spec=self.spec, view=self.config.teacher_view, seed=m.seed)
             m.table = table
@@ -378,5 +380,5 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
             json.dump(summary, f, indent=1, default=_json_default)
         os.replace(tmp, os.path.join(cfg.out_dir, "summary.json"))
     # Returned for tests and programmatic use; not part of summary.json.
-    summary["_final"] = {"state": state, "best": best}
+    summary["_final"] = {"state": state, "best": best, "compiles": train_epoch._cache_size()}
     return summary

@@ -11,12 +11,12 @@ Any field left None takes the recipe's value; explicit fields override it.
 How it runs: the uint8 training images live on the device; one epoch is one compiled
 `lax.scan` over a random permutation of the training set (the last incomplete batch is dropped,
 so every step has a static shape; RepDistiller's loader keeps it: at 50000 / 64 that is 16 images
-per epoch, a different 16 each epoch), with on-device augmentation (random crop after zero padding, flip, normalise) and one SGD step
-per batch. After each epoch the test split is evaluated (compiled, `ckd_jax.train.evaluate`),
-a line is appended to `<run_dir>/log.jsonl`, and an orbax checkpoint is written (the latest
-every epoch and the best by test accuracy, `ckd_jax.checkpoint.Checkpointer`). `resume=True`
-continues from the latest checkpoint and reproduces an uninterrupted run exactly (all
-randomness comes from the PRNG key stored in the state).
+per epoch, a different 16 each epoch), with on-device augmentation (random crop after zero
+padding, flip, normalise) and one SGD step per batch. After each epoch the test split is
+evaluated (compiled, `ckd_jax.train.evaluate`), a line is appended to `<run_dir>/log.jsonl`, and
+an orbax checkpoint is written (the latest every epoch and the best by test accuracy,
+`ckd_jax.checkpoint.Checkpointer`). `resume=True` continues from the latest checkpoint and
+reproduces an uninterrupted run exactly (all randomness comes from the PRNG key in the state).
 
 Selecting a teacher by *test* accuracy would leak the test set, so `load_teacher` returns the
 last epoch's weights by default (RepDistiller's released teachers are last-epoch weights too).
@@ -274,12 +274,11 @@ def _make_schedule(c: TeacherConfig, steps_per_epoch: int):
 
 # ----------------------------------------------------------------------------- data and run dir
 def _load_data(c: TeacherConfig):
-    try:
-        from ckd_jax.data import dataset_spec, load_train_test
-    except ImportError as e:  # the data package is missing its loaders
-        raise ImportError("ckd_jax.data.load_train_test / dataset_spec are not available; pass "
-                          "train=, test= and spec= to train_teacher") from e
-    spec = dataset_spec(c.dataset)  # unknown dataset names fail here, before any loading
+    from ckd_jax.data import dataset_names, dataset_spec, load_train_test
+
+    if c.dataset not in dataset_names():
+        raise ValueError(f"unknown dataset {c.dataset!r}; available: {', '.join(dataset_names())}")
+    spec = dataset_spec(c.dataset)
     train, test = load_train_test(c.dataset, data_dir=c.data_dir, path=c.data_path)
     return train, test, spec
 

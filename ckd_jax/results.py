@@ -1,0 +1,200 @@
+"""Results of sweeps: one row per (cell, population member), and their aggregation into tables.
+
+A *sweep* (`experiments/sweep.py`) runs one population (seeds x learning rates) per *cell* =
+(variant, subset size). Every cell directory holds the engine's `summary.json` and a small
+`cell.json` naming the variant; `collect_rows(sweep_dir)` flattens all finished cells into rows
+and `write_jsonl` stores them as `<sweep_dir>/results.jsonl`, the one file `report.py` reads.
+
+Row fields (one JSON object per line): variant, cell, method, dataset, teacher, student,
+schedule, subset_size, budget (teacher-labelled samples per seed, B = 0.8 S), seed, lr,
+teacher_calls (per seed; 0 for the CE-only student), test_top1_at_best_val,
+test_top5_at_best_val, best_val_top1, best_epoch, last_test_top1, last_test_top5,
+last_val_top1, plateaus, epochs_run, train_seconds (of the whole cell), overrides (the variant's
+config overrides). Accuracies are fractions in [0, 1] (None where undefined).
+
+Aggregation rule (`aggregate`): for each (variant, subset_size), the learning rate is the one
+with the highest *mean validation* top-1 over seeds (`best_val_top1`); the reported number is the
+mean +- sample standard deviation (ddof = 1) over seeds of `test_top1_at_best_val` at that
+learning rate. Test accuracy never takes part in the choice.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+
+CELL_FILE = "cell.json"
+RESULTS_FILE = "results.jsonl"
+
+# Summary keys copied onto every member row.
+_CELL_KEYS = ("method", "dataset", "teacher", "student", "schedule", "subset_size", "budget",
+              "train_seconds")
+
+SELECTION_RULE = ("learning rate chosen per (method, budget) by the highest mean best-validation "
+                  "top-1 over seeds; test accuracy is not used for the choice")
+
+
+def cell_name(variant: str, subset_size: int | None = None, budget: int | None = None) -> str:
+    """Directory name of a cell: `<variant>_S<subset>` (or `<variant>_B<budget>`)."""
+    if (subset_size is None) == (budget is None):
+        raise ValueError(f"give exactly one of subset_size={subset_size!r}, budget={budget!r}")
+    return f"{variant}_S{subset_size}" if subset_size is not None else f"{variant}_B{budget}"
+
+
+def rows_from_summary(summary: dict, variant: str, cell: str,
+                      overrides: dict | None = None) -> list[dict]:
+    """One row per population member of a `run_distillation` summary (see module docstring)."""
+    base = {"variant": variant, "cell": cell}
+    base.update({k: summary.get(k) for k in _CELL_KEYS})
+    base["overrides"] = dict(overrides or {})
+    rows = []
+    for member in summary["members"]:
+        row = dict(base)
+        row.update(member)
+        rows.append(row)
+    return rows
+
+
+def read_cell(cell_dir: str) -> tuple[dict, dict] | None:
+    """(cell.json, summary.json) of a cell directory, or None if either is missing."""
+    cell_path = os.path.join(cell_dir, CELL_FILE)
+    summary_path = os.path.join(cell_dir, "summary.json")
+    if not (os.path.exists(cell_path) and os.path.exists(summary_path)):
+        return None
+    with open(cell_path) as f:
+        cell = json.load(f)
+    with open(summary_path) as f:
+        summary = json.load(f)
+    return cell, summary
+
+
+def cell_finished(cell_dir: str) -> bool:
+    """True when the cell's summary.json exists and says `finished: true`."""
+    path = os.path.join(cell_dir, "summary.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return bool(json.load(f).get("finished", False))
+
+
+def collect_rows(sweep_dir: str, finished_only: bool = True) -> list[dict]:
+    """Member rows of every cell under `sweep_dir` (cells sorted by directory name)."""
+    rows = []
+    for cell_path in sorted(glob.glob(os.path.join(sweep_dir, "*", CELL_FILE))):
+        cell_dir = os.path.dirname(cell_path)
+        got = read_cell(cell_dir)
+        if got is None:
+            continue
+        cell, summary = got
+        if finished_only and not summary.get("finished", False):
+            continue
+        rows.extend(rows_from_summary(summary, cell["variant"], os.path.basename(cell_dir),
+                                      cell.get("overrides")))
+    return rows
+
+
+def write_jsonl(rows: Iterable[dict], path: str) -> None:
+    """Write rows as JSON lines, atomically (a reader never sees half a file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_results(path: str) -> list[dict]:
+    """Rows from a results.jsonl file, or from a sweep directory (its results.jsonl, else its
+    cells' summaries)."""
+    if os.path.isdir(path):
+        file = os.path.join(path, RESULTS_FILE)
+        if os.path.exists(file):
+            path = file
+        else:
+            rows = collect_rows(path)
+            if not rows:
+                raise FileNotFoundError(f"{path} holds neither {RESULTS_FILE} nor finished "
+                                        f"cells (*/{CELL_FILE} + summary.json)")
+            return rows
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"results file {path} does not exist")
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n} is not a JSON line: {e}") from e
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; NaN for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def aggregate(rows: Iterable[dict], metric: str = "test_top1_at_best_val",
+              select_by: str = "best_val_top1") -> list[dict]:
+    """Per (variant, subset_size): the learning rate with the best mean `select_by` over seeds,
+    and mean +- sample std (ddof = 1) of `metric` over the seeds at that learning rate.
+
+    Members whose `select_by` or `metric` is None/NaN are left out (and not counted in n_seeds).
+    Ties in mean validation accuracy go to the smaller learning rate.
+
+    Returns a list of dicts sorted by (variant order of first appearance, subset_size): variant,
+    method, subset_size, budget, teacher_calls (per seed), lr, n_seeds, seeds, mean, std,
+    val_mean (mean `select_by` at the chosen lr), per_lr ({lr: {val_mean, mean, std, n}}).
+    """
+    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    order: list[str] = []
+    for row in rows:
+        for key in ("variant", "subset_size", "lr", "seed", metric, select_by):
+            if key not in row:
+                raise ValueError(f"results row lacks {key!r}: {row}")
+        if row["variant"] not in order:
+            order.append(row["variant"])
+        groups[(row["variant"], row["subset_size"])][float(row["lr"])].append(row)
+
+    out = []
+    for (variant, subset), by_lr in groups.items():
+        per_lr = {}
+        for lr, members in by_lr.items():
+            ok = [m for m in members if _finite(m[select_by]) and _finite(m[metric])]
+            val_mean, _ = _mean_std([m[select_by] for m in ok])
+            mean, std = _mean_std([m[metric] for m in ok])
+            per_lr[lr] = {"val_mean": val_mean, "mean": mean, "std": std, "n": len(ok),
+                          "seeds": sorted(m["seed"] for m in ok)}
+        candidates = [lr for lr in sorted(per_lr) if per_lr[lr]["n"] > 0]
+        if not candidates:
+            continue
+        # max() keeps the first maximum: candidates are ascending, so ties -> smaller lr.
+        lr = max(candidates, key=lambda r: per_lr[r]["val_mean"])
+        chosen = by_lr[lr]
+        first = chosen[0]
+        out.append({
+            "variant": variant, "method": first.get("method"), "subset_size": subset,
+            "budget": first.get("budget"), "teacher_calls": first.get("teacher_calls"),
+            "lr": lr, "n_seeds": per_lr[lr]["n"], "seeds": per_lr[lr]["seeds"],
+            "mean": per_lr[lr]["mean"], "std": per_lr[lr]["std"],
+            "val_mean": per_lr[lr]["val_mean"], "per_lr": per_lr,
+        })
+    rank = {v: i for i, v in enumerate(order)}
+    out.sort(key=lambda r: (rank[r["variant"]], r["subset_size"]))
+    return out

@@ -1,0 +1,30 @@
+"""CIFAR-10 (the shared JPEG copy), resnet110 -> resnet32, the paper's protocol otherwise.
+
+This is the first real table's setting (issue "Evidence on a GPU"). Launch, one cell:
+  python experiments/distill.py --config experiments/configs/cifar10_resnet.py \
+      --set data_path=../shared/data/cifar10_jpeg.npz \
+      --set teacher_checkpoint=runs/teacher_resnet110_c10 \
+      --set method=ckd --set subset_size=2000 --out runs/c10_ckd_S2000
+The whole table: experiments/sweep.py with this config (see the README). Expected result: not
+measured yet (needs an accelerator).
+"""
+
+from ckd_jax.train.config import DistillConfig
+
+
+def get_config() -> DistillConfig:
+    return DistillConfig(
+        method="ckd",
+        dataset="cifar10_jpeg",
+        subset_size=2000,
+        teacher="resnet110",
+        student="resnet32",
+        batch_size=64,
+        learning_rates=(0.1, 0.05, 0.025),
+        seeds=(1, 2, 3),
+        schedule="plateau",
+        patience=50,
+        max_lr_drops=3,
+        max_epochs=1000,
+        compute_dtype="float32",
+    )

@@ -1,0 +1,154 @@
+"""Tables and a plot from a sweep's results.
+
+  python experiments/report.py results/<name> --out results/<name>/report
+
+Input: a sweep directory (its results.jsonl, else its cells' summaries) or a results.jsonl file.
+Writes table.md (printed too), table.csv and plot.png (test accuracy against teacher calls, one
+line per variant with a +-1 std band). Rule: per (variant, subset size), the learning rate with
+the highest mean best-validation top-1 over seeds is chosen; the table reports the mean +- sample
+std (ddof = 1) over seeds of the test top-1 at each seed's best-validation point at that rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ckd_jax import results as R  # noqa: E402
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
+
+
+def _meta(rows: list[dict]) -> str:
+    keys = ("dataset", "teacher", "student", "schedule")
+    parts = []
+    for k in keys:
+        vals = sorted({str(r.get(k)) for r in rows if r.get(k) is not None})
+        if vals:
+            parts.append(f"{k} {'/'.join(vals)}")
+    return ", ".join(parts)
+
+
+def markdown_table(agg: list[dict], rows: list[dict], metric: str, select_by: str) -> str:
+    """The main table (one row per variant and subset size) plus a per-learning-rate table."""
+    caption = (f"Test top-1 (%) at each seed's best-validation point ({metric}), mean +- sample "
+               f"std (ddof=1) over seeds. Learning rate chosen per (method, subset size) by the "
+               f"highest mean {select_by} over seeds; test accuracy is not used for the choice. "
+               f"Teacher calls are per seed (B = teacher-labelled split). {_meta(rows)}.")
+    lines = [f"**Table.** {caption}", "",
+             "| variant | method | subset S | budget B | teacher calls | lr (chosen) | seeds | "
+             "val top-1 (mean) | test top-1 (mean +- std) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for a in agg:
+        lines.append(f"| {a['variant']} | {a['method']} | {a['subset_size']} | {a['budget']} | "
+                     f"{a['teacher_calls']} | {a['lr']:g} | {a['n_seeds']} | "
+                     f"{_pct(a['val_mean'])} | {_pct(a['mean'])} +- {_pct(a['std'])} |")
+    lines += ["", "**All learning rates** (mean over seeds; * = chosen).", "",
+              "| variant | subset S | lr | seeds | val top-1 (mean) | test top-1 (mean +- std) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for a in agg:
+        for lr in sorted(a["per_lr"], reverse=True):
+            p = a["per_lr"][lr]
+            mark = "*" if lr == a["lr"] else ""
+            lines.append(f"| {a['variant']} | {a['subset_size']} | {lr:g}{mark} | {p['n']} | "
+                         f"{_pct(p['val_mean'])} | {_pct(p['mean'])} +- {_pct(p['std'])} |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("variant", "method", "subset_size", "budget", "teacher_calls", "lr", "n_seeds",
+               "seeds", "val_top1_mean_pct", "test_top1_mean_pct", "test_top1_std_pct")
+
+
+def write_csv(agg: list[dict], path: str) -> None:
+    """One line per (variant, subset size), accuracies in percent (empty where undefined)."""
+    num = lambda v: "" if v is None or not math.isfinite(v) else f"{100 * v:.4f}"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for a in agg:
+            w.writerow([a["variant"], a["method"], a["subset_size"], a["budget"],
+                        a["teacher_calls"], f"{a['lr']:g}", a["n_seeds"],
+                        " ".join(map(str, a["seeds"])), num(a["val_mean"]), num(a["mean"]),
+                        num(a["std"])])
+
+
+def write_plot(agg: list[dict], path: str, title: str = "") -> None:
+    """Test top-1 against the teacher-call budget per seed, one line per variant, +-1 std band.
+
+    The x axis is the budget B (teacher-labelled samples per seed) for every variant, so the
+    CE-only student (0 teacher calls, same labelled data) is drawn at the budgets it matches.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for variant in dict.fromkeys(a["variant"] for a in agg):
+        pts = sorted((a["budget"], a["mean"], a["std"]) for a in agg if a["variant"] == variant)
+        x = [p[0] for p in pts]
+        y = [100 * p[1] for p in pts]
+        s = [0.0 if not math.isfinite(p[2]) else 100 * p[2] for p in pts]
+        (line,) = ax.plot(x, y, marker="o", label=variant)
+        ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)],
+                        color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("teacher calls per seed (budget B)")
+    ax.set_ylabel("test top-1 at best validation (%)")
+    rule = "mean +- std over seeds, LR chosen by mean validation accuracy"
+    ax.set_title(f"{title}\n{rule}" if title else rule, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def make_report(source: str, out: str, metric: str = "test_top1_at_best_val",
+                select_by: str = "best_val_top1") -> dict:
+    """Write table.md, table.csv and plot.png under `out`; returns {name: path} and the table."""
+    rows = R.read_results(source)
+    if not rows:
+        raise ValueError(f"no result rows in {source}")
+    agg = R.aggregate(rows, metric=metric, select_by=select_by)
+    if not agg:
+        raise ValueError(f"no row of {source} has finite {metric} and {select_by}")
+    os.makedirs(out, exist_ok=True)
+    table = markdown_table(agg, rows, metric, select_by)
+    paths = {"table.md": os.path.join(out, "table.md"),
+             "table.csv": os.path.join(out, "table.csv"),
+             "plot.png": os.path.join(out, "plot.png")}
+    with open(paths["table.md"], "w") as f:
+        f.write(table)
+    write_csv(agg, paths["table.csv"])
+    write_plot(agg, paths["plot.png"], title=_meta(rows))
+    return {"paths": paths, "table": table, "aggregate": agg}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("source", help="sweep directory or results.jsonl")
+    ap.add_argument("--out", help="output folder (default: <sweep dir>/report)")
+    ap.add_argument("--metric", default="test_top1_at_best_val",
+                    help="reported member metric (default: %(default)s)")
+    ap.add_argument("--select-by", default="best_val_top1",
+                    help="member metric whose mean over seeds picks the LR (default: %(default)s)")
+    args = ap.parse_args(argv)
+    base = args.source if os.path.isdir(args.source) else os.path.dirname(args.source) or "."
+    out = args.out or os.path.join(base, "report")
+    rep = make_report(args.source, out, metric=args.metric, select_by=args.select_by)
+    print(rep["table"])
+    for path in rep["paths"].values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

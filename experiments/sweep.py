@@ -1,0 +1,289 @@
+"""Sweep: methods x budgets x seeds x learning rates, one population per (method, budget) cell.
+
+  python experiments/sweep.py --config experiments/configs/cifar100_paper.py \
+      --set teacher_checkpoint=/models/resnet110_vanilla/ckpt_epoch_240.pth \
+      --methods ckd,ckd_kl3,kd,ce --subset-sizes 2000,6000 --seeds 1,2,3 \
+      --lrs 0.1,0.05,0.025 --out results/c100_resnet32
+
+A cell = (variant, subset size); its seeds x learning rates are ONE population (one
+`run_distillation` call, vmapped over members). Cell run dirs are `<out>/<variant>_S<subset>`.
+Logit tables live in `<out>/logit_tables`, shared by every cell, so each (seed, subset) costs its
+B = 0.8 S teacher calls once for the whole sweep. Rerunning the same command skips finished cells
+(summary.json with finished=true), resumes unfinished ones from their checkpoints, and rewrites
+`<out>/results.jsonl` (one row per member per cell) from all cell summaries. Then:
+
+  python experiments/report.py results/c100_resnet32
+
+Variants (`--methods`): any method name of `ckd_jax.train.methods` (its config defaults), or a
+named variant of VARIANTS below (a method plus config overrides), e.g. `ckd` (WACV: MSE, k=2)
+and `ckd_kl3` (first release: KL at T=4, k=3). `--list-variants` prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ckd_jax import results as R  # noqa: E402
+from ckd_jax.train.config import DistillConfig, apply_overrides  # noqa: E402
+
+# Named variants: the rows of the paper's tables and ablations as config overrides.
+VARIANTS: dict[str, dict] = {
+    "ce": {"method": "ce"},
+    "kd": {"method": "kd"},
+    "ckd": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "ckd_combine": "diff"},
+    "ckd_k3": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 3, "ckd_combine": "diff"},
+    "ckd_k4": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 4, "ckd_combine": "diff"},
+    "ckd_k6": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 6, "ckd_combine": "diff"},
+    "ckd_k8": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 8, "ckd_combine": "diff"},
+    "ckd_kl2": {"method": "ckd", "ckd_form": "kl", "pos_and_neg": 2, "ckd_combine": "diff"},
+    "ckd_kl3": {"method": "ckd", "ckd_form": "kl", "pos_and_neg": 3, "ckd_combine": "diff"},
+    "ckd_add": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "ckd_combine": "add"},
+    "ckd_interp": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2,
+                   "ckd_combine": "interp"},
+    "ckd_pool": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "tuple_pool": 100000},
+    "mixup": {"method": "mixup"},
+    "mixup_kd": {"method": "mixup", "mix_soft": "kd"},
+    "mixup3": {"method": "mixup3"},
+    "cutmix": {"method": "cutmix"},
+    "rkd": {"method": "rkd"},
+    "dist": {"method": "dist"},
+    "crd": {"method": "crd"},
+}
+
+# Config fields that do not change a cell's results (may differ between reruns).
+_NON_SEMANTIC = {"progress", "checkpoint_every", "out_dir", "logit_table_dir", "data_dir",
+                 "data_path", "eval_batch_size", "teacher_checkpoint"}
+
+
+def variant_overrides(name: str) -> dict:
+    """Config overrides of a variant name (a VARIANTS entry or a plain method name)."""
+    from ckd_jax.train.methods import method_names
+
+    if name in VARIANTS:
+        return dict(VARIANTS[name])
+    if name in method_names():
+        return {"method": name}
+    raise ValueError(f"unknown variant {name!r}; accepted: named variants "
+                     f"{', '.join(VARIANTS)} or method names {', '.join(method_names())}")
+
+
+def load_base_config(spec: str | None) -> DistillConfig:
+    """A DistillConfig from a config file path (`.py`) or a module path with `get_config()`;
+    the defaults when `spec` is None."""
+    if spec is None:
+        return DistillConfig()
+    if spec.endswith(".py") or os.path.sep in spec:
+        from ckd_jax.train.config import load_config_file
+
+        return load_config_file(spec)
+    module = importlib.import_module(spec)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config module {spec} defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, DistillConfig):
+        raise ValueError(f"{spec}: get_config() returned {type(config).__name__}, "
+                         "expected DistillConfig")
+    return config
+
+
+def plan_cells(base: DistillConfig, variants: list[str], subset_sizes: list[int] | None,
+               seeds: list[int] | None, lrs: list[float] | None, out: str,
+               budgets: list[int] | None = None) -> list[dict]:
+    """The validated cells of a sweep: [{name, variant, overrides, config}], budget-major.
+
+    Every config is validated here, before any work; a variant's overrides win over the base
+    config (and its --set overrides) for the keys it names.
+    """
+    if not variants:
+        raise ValueError("no variants given (--methods)")
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"duplicate variants in {variants}")
+    if subset_sizes and budgets:
+        raise ValueError("give --subset-sizes or --budgets, not both")
+    if budgets:
+        sizes = [(None, b) for b in budgets]
+    elif subset_sizes:
+        sizes = [(s, None) for s in subset_sizes]
+    else:
+        sizes = [(base.subset_size, base.budget)]
+    common = {"logit_table_dir": os.path.join(out, "logit_tables")}
+    if seeds:
+        common["seeds"] = tuple(int(s) for s in seeds)
+    if lrs:
+        common["learning_rates"] = tuple(float(lr) for lr in lrs)
+    cells = []
+    for subset, budget in sizes:
+        for variant in variants:
+            overrides = variant_overrides(variant)
+            name = R.cell_name(variant, subset, budget)
+            config = base.replace(**overrides, **common, subset_size=subset, budget=budget,
+                                  out_dir=os.path.join(out, name))
+            config.validate()
+            cells.append({"name": name, "variant": variant, "overrides": overrides,
+                          "config": config})
+    return cells
+
+
+def check_existing(cells: list[dict]) -> None:
+    """Fail before any work if a cell dir holds a run of another configuration."""
+    for cell in cells:
+        path = os.path.join(cell["config"].out_dir, "config.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            saved = json.load(f)
+        want = json.loads(cell["config"].to_json())
+        changed = sorted(k for k in set(saved) | set(want)
+                         if k not in _NON_SEMANTIC and saved.get(k) != want.get(k))
+        if changed:
+            raise ValueError(f"{cell['config'].out_dir} holds a run with another configuration "
+                             f"(differs in {changed}); use a new --out or remove that cell")
+
+
+def check_teacher(cells: list[dict], teacher_given: bool) -> None:
+    """Fail before any work if a teacher-using cell can neither load nor build its tables."""
+    from ckd_jax.train.methods import build_method
+
+    if teacher_given:
+        return
+    for cell in cells:
+        cfg = cell["config"]
+        if cfg.teacher_checkpoint is not None or not build_method(cfg).uses_teacher:
+            continue
+        size = f"S{cfg.subset_size}" if cfg.subset_size is not None else None
+        for seed in cfg.seeds:
+            pattern = f"*_{size}_seed{seed}.npz" if size else f"*_seed{seed}.npz"
+            if not glob.glob(os.path.join(cfg.logit_table_dir, pattern)):
+                raise ValueError(
+                    f"cell {cell['name']} uses the teacher but there is no teacher_checkpoint "
+                    f"(--set teacher_checkpoint=<train_teacher.py run dir or .pth>) and no "
+                    f"logit table {pattern} in {cfg.logit_table_dir}")
+
+
+def _write_cell_file(cell: dict) -> None:
+    cfg = cell["config"]
+    with open(os.path.join(cfg.out_dir, R.CELL_FILE), "w") as f:
+        json.dump({"variant": cell["variant"], "overrides": cell["overrides"],
+                   "subset_size": cfg.subset_size, "budget": cfg.budget}, f, indent=1)
+
+
+def _fmt_acc(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
+              log=print) -> list[dict]:
+    """Run (or skip, or resume) every cell, then rewrite `<out>/results.jsonl`.
+
+    `cells` come from `plan_cells` (all sharing one out dir). A cell whose summary.json says
+    finished=true is skipped; others call `run_distillation(resume=True)`. Returns the rows
+    written to results.jsonl (every finished cell under the out dir, this sweep's or not).
+    """
+    from ckd_jax.train.distill import run_distillation
+
+    if not cells:
+        raise ValueError("no cells to run")
+    out = os.path.dirname(cells[0]["config"].out_dir.rstrip(os.sep))
+    check_existing(cells)
+    check_teacher(cells, teacher_variables is not None)
+    os.makedirs(out, exist_ok=True)
+    t_sweep = time.time()
+    calls = 0
+    for i, cell in enumerate(cells, 1):
+        cfg = cell["config"]
+        tag = f"[{i}/{len(cells)}] {cell['name']}"
+        if R.cell_finished(cfg.out_dir):
+            _write_cell_file(cell)  # in case an earlier run stopped right after training
+            log(f"{tag}: skipped (finished; {cfg.out_dir}/summary.json)")
+            continue
+        log(f"{tag}: running {cfg.method} with {cfg.num_members} member(s) "
+            f"(seeds {list(cfg.seeds)} x lrs {list(cfg.learning_rates)})")
+        t0 = time.time()
+        summary = run_distillation(cfg, mesh=mesh, resume=True, teacher_apply=teacher_apply,
+                                   teacher_variables=teacher_variables)
+        summary.pop("_final", None)
+        _write_cell_file(cell)
+        calls += int(summary.get("teacher_calls_this_run", 0))
+        best = max((m["test_top1_at_best_val"] or 0.0) for m in summary["members"])
+        log(f"{tag}: done in {time.time() - t0:.1f} s (finished={summary['finished']}, "
+            f"teacher calls this cell {summary.get('teacher_calls_this_run', 0)}, "
+            f"best member test top-1 @ best val {_fmt_acc(best)})")
+    rows = R.collect_rows(out)
+    R.write_jsonl(rows, os.path.join(out, R.RESULTS_FILE))
+    unfinished = [c["name"] for c in cells if not R.cell_finished(c["config"].out_dir)]
+    if unfinished:
+        log(f"warning: unfinished cells left out of results.jsonl: {unfinished}")
+    log(f"sweep done in {time.time() - t_sweep:.1f} s: {len(rows)} rows in "
+        f"{os.path.join(out, R.RESULTS_FILE)}; teacher calls this invocation: {calls}")
+    return rows
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="config file (.py) or module with get_config() "
+                                     "(default: DistillConfig defaults)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a base config field (repeatable)")
+    ap.add_argument("--methods", help="comma-separated variants, e.g. ckd,ckd_kl3,kd,ce")
+    ap.add_argument("--subset-sizes", type=_int_list, help="e.g. 2000,6000 (default: config's)")
+    ap.add_argument("--budgets", type=_int_list,
+                    help="teacher-call budgets B instead of subset sizes")
+    ap.add_argument("--seeds", type=_int_list, help="e.g. 1,2,3 (default: config's)")
+    ap.add_argument("--lrs", type=_float_list, help="e.g. 0.1,0.05,0.025 (default: config's)")
+    ap.add_argument("--out", help="sweep directory, e.g. results/<name>")
+    ap.add_argument("--devices", type=int, default=None,
+                    help="local devices for data parallelism (default: all)")
+    ap.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+    ap.add_argument("--list-variants", action="store_true", help="print the variants and exit")
+    args = ap.parse_args(argv)
+
+    if args.list_variants:
+        from ckd_jax.train.methods import method_names
+
+        for name, ov in VARIANTS.items():
+            print(f"{name:12s} {ov}")
+        print("plain methods:", ", ".join(method_names()))
+        return 0
+    if not args.methods or not args.out:
+        ap.error("--methods and --out are required")
+    base = apply_overrides(load_base_config(args.config), args.set)
+    variants = [v.strip() for v in args.methods.split(",") if v.strip()]
+    cells = plan_cells(base, variants, args.subset_sizes, args.seeds, args.lrs, args.out,
+                       budgets=args.budgets)
+    for key in sorted({k for c in cells for k in c["overrides"]}):
+        if any(s.startswith(f"{key}=") for s in args.set):
+            print(f"note: --set {key}=... is overridden by the variants that set {key}")
+    if args.dry_run:
+        for c in cells:
+            cfg = c["config"]
+            state = "finished" if R.cell_finished(cfg.out_dir) else "to run"
+            print(f"{c['name']:24s} {state:9s} {c['overrides']} seeds={list(cfg.seeds)} "
+                  f"lrs={list(cfg.learning_rates)}")
+        return 0
+
+    from ckd_jax.train.student import make_mesh
+
+    run_sweep(cells, mesh=make_mesh(args.devices))
+    print(f"next: python experiments/report.py {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
