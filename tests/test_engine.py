@@ -64,7 +64,8 @@ def test_one_device_equals_eight_devices(tmp_path, teacher):
     one = _run(cfg, teacher, mesh=make_mesh(1))
     eight = _run(cfg, teacher, mesh=make_mesh(8))
     assert eight["devices"] == 8 and one["devices"] == 1
-    for a, b in zip(_leaves(one["_final"]["state"].params), _leaves(eight["_final"]["state"].params)):
+    final = lambda s: _leaves(s["_final"]["state"].params)
+    for a, b in zip(final(one), final(eight)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     assert one["members"][0]["last_val_top1"] == pytest.approx(
         eight["members"][0]["last_val_top1"], abs=1e-6)

@@ -49,7 +49,7 @@ def _log(config: DistillConfig, msg: str) -> None:
 
 
 def table_filename(config: DistillConfig, dataset_name: str, subset_size: int, seed: int) -> str:
-    """Logit-table file name of one seed's budget: one table per (dataset, teacher, view, S, seed)."""
+    """Logit-table file name: one table per (dataset, teacher, view, subset size, seed)."""
     return (f"{dataset_name}_{config.teacher}_{config.teacher_view}_S{subset_size}_"
             f"seed{seed}.npz")
 
@@ -217,7 +217,7 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
     """
     mesh = S.make_mesh() if mesh is None else mesh
     prep = _Prepared(config, mesh, teacher_apply, teacher_variables)
-    cfg, method = prep.config, prep.method
+    cfg = prep.config
 
     created_out = False
     if cfg.out_dir is not None:
