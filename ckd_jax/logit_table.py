@@ -10,6 +10,11 @@ File format (`LogitTable.save`): one .npz, written atomically (temporary file + 
   indices      int64 [B], dataset indices of the rows (row r labels training image indices[r]);
   meta_json    0-d unicode string, JSON of the meta dict (dataset, split, teacher_name,
                teacher_hash, view, seed, num_classes, teacher_calls, created, format_version).
+  feature_<i>  (only in tables built for white-box methods) the teacher's feature i of
+               `model.apply(..., return_features=True)` on the *same* view as the logits,
+               float32, or uint16 holding bfloat16 bits (meta features_dtype says); [B, ...].
+The features come from the same teacher call as the logits (`teacher_pass_features`), so a
+table with features still costs exactly one teacher call per row.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import jax
@@ -82,10 +87,19 @@ def _teacher_view(images: jax.Array, keys: jax.Array, spec: DatasetSpec, view: s
     return normalize(out, spec.mean, spec.std)
 
 
-def _make_batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str):
+def _make_batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str,
+                          feature_layers: tuple[int, ...] = (), features_dtype: str = "float32"):
     def batch_logits(variables, x_u8, batch_keys):
         x = _teacher_view(x_u8, batch_keys, spec, view)
-        return apply_fn(variables, x, train=False).astype(jnp.float32)
+        if not feature_layers:
+            return apply_fn(variables, x, train=False).astype(jnp.float32)
+        # One call returns logits and features of the same view (no second teacher call).
+        feats, logits = apply_fn(variables, x, train=False, return_features=True)
+        if max(feature_layers) >= len(feats):
+            raise ValueError(f"feature layers {list(feature_layers)} requested but the teacher "
+                             f"returns {len(feats)} features (indices 0..{len(feats) - 1})")
+        out = {i: feats[i].astype(features_dtype) for i in feature_layers}
+        return logits.astype(jnp.float32), out
 
     return jax.jit(batch_logits)
 
@@ -93,13 +107,32 @@ def _make_batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str):
 _cached_batch_logits_fn = functools.lru_cache(maxsize=16)(_make_batch_logits_fn)
 
 
-def _batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str):
+def _batch_logits_fn(apply_fn: Callable, spec: DatasetSpec, view: str,
+                     feature_layers: tuple[int, ...] = (), features_dtype: str = "float32"):
     """The jitted per-batch function; reused across passes with the same teacher function so a
     second pass does not recompile (falls back to a fresh one for unhashable apply_fns)."""
     try:
-        return _cached_batch_logits_fn(apply_fn, spec, view)
+        return _cached_batch_logits_fn(apply_fn, spec, view, feature_layers, features_dtype)
     except TypeError:
-        return _make_batch_logits_fn(apply_fn, spec, view)
+        return _make_batch_logits_fn(apply_fn, spec, view, feature_layers, features_dtype)
+
+
+def _check_feature_layers(feature_layers) -> tuple[int, ...]:
+    layers = tuple(feature_layers)
+    if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0
+           for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"feature_layers must be distinct non-negative ints (indices into the "
+                         f"teacher's feature list), got {list(layers)}")
+    return tuple(sorted(int(i) for i in layers))
+
+
+def _features_dtype_name(dtype) -> str:
+    d = np.dtype(dtype)
+    if d == np.dtype(np.float32):
+        return "float32"
+    if d == np.dtype(jnp.bfloat16):
+        return "bfloat16"
+    raise ValueError(f"features_dtype must be float32 or bfloat16, got {dtype}")
 
 
 def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: jax.Array,
@@ -122,6 +155,36 @@ def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: j
     Returns:
       float32 [B, C] logits.
     """
+    logits, _ = _teacher_pass(apply_fn, variables, images_u8, key=key, spec=spec, view=view,
+                              batch_size=batch_size, counter=counter)
+    return logits
+
+
+def teacher_pass_features(apply_fn: Callable, variables, images_u8: np.ndarray, *,
+                          key: jax.Array, spec: DatasetSpec, feature_layers: Sequence[int],
+                          view: str = "augmented", batch_size: int = 512,
+                          counter: TeacherCallCounter,
+                          features_dtype=np.float32) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Teacher logits *and* intermediate features for every image, one teacher call per image.
+
+    As `teacher_pass` (same views, keys, batching and call counting), but `apply_fn` is called
+    as `apply_fn(variables, x, train=False, return_features=True)` -> (features list, logits)
+    and the features `feature_layers` (indices into that list) of the same view are returned.
+
+    Returns:
+      (logits float32 [B, C], {layer index: features [B, ...] in `features_dtype`}).
+    """
+    layers = _check_feature_layers(feature_layers)
+    if not layers:
+        raise ValueError("feature_layers must name at least one layer (use teacher_pass for "
+                         "logits only)")
+    return _teacher_pass(apply_fn, variables, images_u8, key=key, spec=spec, view=view,
+                         batch_size=batch_size, counter=counter, feature_layers=layers,
+                         features_dtype=_features_dtype_name(features_dtype))
+
+
+def _teacher_pass(apply_fn, variables, images_u8, *, key, spec, view, batch_size, counter,
+                  feature_layers: tuple[int, ...] = (), features_dtype: str = "float32"):
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     if not isinstance(spec, DatasetSpec):
@@ -141,8 +204,10 @@ def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: j
             f"budget of {counter.budget} remain")
     bs = min(batch_size, n)
     keys = jax.random.split(key, n)
-    batch_logits = _batch_logits_fn(apply_fn, spec, view)
-    out = None
+    batch_logits = _batch_logits_fn(apply_fn, spec, view, feature_layers, features_dtype)
+    if feature_layers:  # a bad layer index fails here, before any call is charged
+        jax.eval_shape(batch_logits, variables, images_u8[:bs], keys[:bs])
+    out, feats = None, {}
     for start in range(0, n, bs):
         real = min(bs, n - start)
         x = images_u8[start:start + real]
@@ -151,13 +216,18 @@ def teacher_pass(apply_fn: Callable, variables, images_u8: np.ndarray, *, key: j
             x = np.concatenate([x, np.zeros((bs - real,) + x.shape[1:], np.uint8)])
             k = jnp.concatenate([k, jnp.repeat(k[:1], bs - real, axis=0)])
         counter.charge(real)
-        logits = np.asarray(batch_logits(variables, x, k))
+        result = batch_logits(variables, x, k)
+        logits, fb = result if feature_layers else (result, {})
+        logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != bs:
             raise ValueError(f"apply_fn must return logits [batch, C], got shape {logits.shape}")
         if out is None:
             out = np.empty((n, logits.shape[1]), np.float32)
+            feats = {i: np.empty((n,) + f.shape[1:], f.dtype) for i, f in fb.items()}
         out[start:start + real] = logits[:real]
-    return out
+        for i, f in fb.items():
+            feats[i][start:start + real] = np.asarray(f)[:real]
+    return out, feats
 
 
 def variables_hash(variables) -> str:
@@ -183,11 +253,15 @@ class LogitTable:
     indices: int64 [B], the dataset indices of the rows (BudgetSplit.teacher_idx order).
     meta: dict with (at least, when built here) dataset, split, teacher_name, teacher_hash, view,
       seed, num_classes, teacher_calls, created, format_version; must be JSON-serialisable.
+    features: {layer index: [B, ...] float32 or bfloat16}, the teacher's intermediate features
+      (index into its `return_features=True` list) on the same view as the logits; empty for a
+      plain logit table. White-box methods need the layers they use (`check_matches`).
     """
 
     logits: np.ndarray
     indices: np.ndarray
     meta: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
 
     def __post_init__(self):
         logits = np.asarray(self.logits)
@@ -203,6 +277,26 @@ class LogitTable:
             raise ValueError(f"{len(logits)} logit rows but {len(indices)} indices")
         self.logits, self.indices = logits, indices.astype(np.int64)
         self.meta = dict(self.meta)
+        feats = {}
+        for i, f in dict(self.features or {}).items():
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0:
+                raise ValueError(f"feature keys must be non-negative layer indices, got {i!r}")
+            f = np.asarray(f)
+            if f.dtype not in (np.dtype(np.float32), np.dtype(jnp.bfloat16)):
+                raise ValueError(f"features[{i}] must be float32 or bfloat16, got {f.dtype}")
+            if f.ndim < 2 or len(f) != len(logits):
+                raise ValueError(f"features[{i}] must be [B={len(logits)}, ...], got shape "
+                                 f"{f.shape}")
+            feats[int(i)] = f
+        dtypes = {f.dtype for f in feats.values()}
+        if len(dtypes) > 1:
+            raise ValueError(f"all features must share one dtype, got {sorted(map(str, dtypes))}")
+        self.features = dict(sorted(feats.items()))
+
+    @property
+    def feature_layers(self) -> tuple[int, ...]:
+        """The teacher feature layers this table holds (sorted; empty for a plain table)."""
+        return tuple(self.features)
 
     @property
     def num_classes(self) -> int:
@@ -220,6 +314,13 @@ class LogitTable:
             meta["logits_dtype"], stored = "bfloat16", self.logits.view(np.uint16)
         else:
             meta["logits_dtype"], stored = "float32", self.logits
+        arrays = {}
+        if self.features:
+            fdtype = next(iter(self.features.values())).dtype
+            bf16 = fdtype == np.dtype(jnp.bfloat16)
+            meta["features_dtype"] = "bfloat16" if bf16 else "float32"
+            arrays = {f"feature_{i}": (f.view(np.uint16) if bf16 else f)
+                      for i, f in self.features.items()}
         meta_json = json.dumps(meta, sort_keys=True)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
@@ -227,7 +328,8 @@ class LogitTable:
                                    dir=folder)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, logits=stored, indices=self.indices, meta_json=np.asarray(meta_json))
+                np.savez(f, logits=stored, indices=self.indices, meta_json=np.asarray(meta_json),
+                         **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -249,17 +351,25 @@ class LogitTable:
                                  f"expected {sorted(need)}")
             meta = json.loads(str(z["meta_json"]))
             logits, indices = z["logits"], z["indices"]
+            features = {int(name[len("feature_"):]): z[name] for name in z.files
+                        if name.startswith("feature_")}
         dtype = meta.pop("logits_dtype", "float32")
         if dtype == "bfloat16":
             logits = logits.view(jnp.bfloat16)
         elif dtype != "float32":
             raise ValueError(f"{path!r}: unknown logits_dtype {dtype!r}")
-        return cls(logits, indices, meta)
+        fdtype = meta.pop("features_dtype", "float32")
+        if fdtype == "bfloat16":
+            features = {i: f.view(jnp.bfloat16) for i, f in features.items()}
+        elif fdtype != "float32":
+            raise ValueError(f"{path!r}: unknown features_dtype {fdtype!r}")
+        return cls(logits, indices, meta, features)
 
     def check_matches(self, *, dataset: str, indices, teacher_name: str, teacher_hash: str,
-                      view: str | None = None) -> None:
+                      view: str | None = None, feature_layers: Sequence[int] = ()) -> None:
         """Raise ValueError naming the first field in which this table differs from what the
-        run expects (dataset name, row indices, teacher name, teacher weights hash, view)."""
+        run expects (dataset name, row indices, teacher name, teacher weights hash, view, and
+        the teacher feature layers a white-box method needs)."""
         for fieldname, want in (("dataset", dataset), ("teacher_name", teacher_name),
                                 ("teacher_hash", teacher_hash), ("view", view)):
             if want is None:
@@ -278,14 +388,23 @@ class LogitTable:
             raise ValueError(f"logit table indices mismatch: {diff.size} rows differ, first at "
                              f"row {r}: the table has {int(self.indices[r])}, the run expects "
                              f"{int(want_idx[r])}")
+        missing = [int(i) for i in feature_layers if int(i) not in self.features]
+        if missing:
+            raise ValueError(
+                f"logit table features mismatch: the run needs teacher features of layers "
+                f"{sorted(int(i) for i in feature_layers)} but the table holds "
+                f"{list(self.feature_layers) or 'none (a plain logit table)'}; features can "
+                f"only be cached in the same teacher call as the logits, so build a new table: "
+                f"use a fresh logit_table_dir (this costs one teacher call per row again)")
 
 
 def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variables,
                               teacher_name: str, dataset_name: str, images: np.ndarray,
                               indices, key: jax.Array, spec: DatasetSpec,
                               view: str = "augmented", seed: int, batch_size: int = 512,
-                              split: str = "train",
-                              logits_dtype=np.float32) -> tuple[LogitTable, int]:
+                              split: str = "train", logits_dtype=np.float32,
+                              feature_layers: Sequence[int] = (),
+                              features_dtype=np.float32) -> tuple[LogitTable, int]:
     """Load the logit table at `path` if it exists (checking that it matches; 0 teacher calls),
     else run `teacher_pass` on `images[indices]` under a budget of len(indices) and save it.
 
@@ -300,6 +419,9 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
       seed: recorded in meta (the run seed that drew the split and the key).
       split: recorded in meta.
       logits_dtype: np.float32 or jnp.bfloat16 for the stored table.
+      feature_layers: teacher feature layers to cache with the logits (white-box methods), taken
+        from the same teacher call (`teacher_pass_features`); a loaded table must hold them.
+      features_dtype: np.float32 or jnp.bfloat16 for the stored features.
 
     Returns:
       (table, teacher_calls_made): 0 calls when loaded, B when built.
@@ -318,16 +440,20 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
                          f"[{indices.min()}, {indices.max()}]")
     if np.dtype(logits_dtype) not in (np.dtype(np.float32), np.dtype(jnp.bfloat16)):
         raise ValueError(f"logits_dtype must be float32 or bfloat16, got {logits_dtype}")
+    layers = _check_feature_layers(feature_layers)
+    fdtype = _features_dtype_name(features_dtype)
     teacher_hash = variables_hash(teacher_variables)
     path = os.fspath(path)
     if os.path.exists(path):
         table = LogitTable.load(path)
         table.check_matches(dataset=dataset_name, indices=indices, teacher_name=teacher_name,
-                            teacher_hash=teacher_hash, view=view)
+                            teacher_hash=teacher_hash, view=view, feature_layers=layers)
         return table, 0
     counter = TeacherCallCounter(len(indices))
-    logits = teacher_pass(teacher_apply, teacher_variables, images[indices], key=key, spec=spec,
-                          view=view, batch_size=batch_size, counter=counter)
+    logits, features = _teacher_pass(teacher_apply, teacher_variables, images[indices], key=key,
+                                     spec=spec, view=view, batch_size=batch_size,
+                                     counter=counter, feature_layers=layers,
+                                     features_dtype=fdtype)
     meta = {
         "dataset": dataset_name, "split": split, "teacher_name": teacher_name,
         "teacher_hash": teacher_hash, "view": view, "seed": int(seed),
@@ -335,6 +461,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "format_version": FORMAT_VERSION,
     }
-    table = LogitTable(logits.astype(logits_dtype), indices, meta)
+    if layers:
+        meta["feature_layers"] = list(layers)
+    table = LogitTable(logits.astype(logits_dtype), indices, meta, features)
     table.save(path)
     return table, counter.calls

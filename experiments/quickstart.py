@@ -71,16 +71,22 @@ def main(argv=None) -> int:
                            logit_table_dir=os.path.join(args.out, "logit_tables"),
                            out_dir=os.path.join(args.out, method))
         done = os.path.join(cfg.out_dir, "summary.json")
+        summary = None
         if os.path.exists(done):
             with open(done) as f:
                 summary = json.load(f)
-            if not summary.get("finished"):
-                summary = run_distillation(cfg)
+        if summary is not None and summary.get("finished"):
+            with open(os.path.join(cfg.out_dir, "config.json")) as f:
+                if json.load(f) != json.loads(cfg.to_json()):
+                    raise SystemExit(f"{cfg.out_dir} holds a finished run with other settings; "
+                                     "use another --out")
+            calls = 0  # reused as it is: no teacher call, no training
+            print(f"      reusing {cfg.out_dir}")
         else:
             summary = run_distillation(cfg)
+            calls = summary["teacher_calls_this_run"]
         accs = np.array([m["test_top1_at_best_val"] for m in summary["members"]]) * 100
-        rows.append((method, summary["budget"] if method != "ce" else 0,
-                     summary["teacher_calls_this_run"], accs))
+        rows.append((method, summary["budget"] if method != "ce" else 0, calls, accs))
 
     print(f"\nDigits, TinyCNN(32) teacher ({100 * teacher_acc:.2f}%) -> TinyCNN(8) student, "
           f"S = {base.subset_size}, seeds {list(base.seeds)}, {base.epochs} pseudo-epochs")

@@ -64,7 +64,8 @@ def loss_values(inp: dict) -> dict:
     for k in (2, 3, 4, 6):
         n_pos, _ = L.split_groups(k)
         for form in ("mse", "kl"):
-            for combine in ("diff", "add", "interp"):
+            # every combine for k = 2 and 3, the difference (CKD proper) for larger groups
+            for combine in ("diff", "add", "interp") if k <= 3 else ("diff",):
                 lam = 0.3 if combine == "interp" else None
                 terms = L.ckd_terms(inp[f"s{k}"], inp[f"t{k}"], inp[f"y{k}"], n_pos=n_pos,
                                     form=form, combine=combine, lam=lam)

@@ -110,6 +110,30 @@ def test_evaluate_matches_numpy_reference():
     assert float(fn(variables, jnp.asarray(images), jnp.asarray(labels))[0]) == pytest.approx(ref1)
 
 
+def test_scan_and_python_epoch_loops_agree(digits):
+    from ckd_jax.train import optim
+    from ckd_jax.train.supervised import init_train_state, make_train_epoch
+
+    tr = digits[0].subset(np.arange(96))
+    model = create_model("tiny_cnn", 10, width=4)
+    tx = optim.make_optimizer(lr_schedule=optim.cosine(0.1, 6))
+    spec = dataset_spec("digits")
+    out = {}
+    for loop in ("scan", "python"):
+        state = init_train_state(model, tx, (8, 8, 1), seed=3)
+        fn = make_train_epoch(model, tx, spec, batch_size=32, num_train=96, num_classes=10,
+                              loop=loop)
+        for _ in range(2):
+            state, metrics = fn(state, jnp.asarray(tr.images), jnp.asarray(tr.labels))
+        out[loop] = (state, metrics)
+    (a, ma), (b, mb) = out["scan"], out["python"]
+    assert int(a["epoch"]) == int(b["epoch"]) == 2
+    for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(jax.random.key_data(a["rng"]), jax.random.key_data(b["rng"]))
+
+
 def test_bfloat16_compute_runs(digits):
     tr, te = digits[0].subset(np.arange(128)), digits[1].subset(np.arange(64))
     cfg = TeacherConfig(dataset="digits", model="tiny_cnn", model_kwargs={"width": 4},

@@ -193,7 +193,8 @@ def ckd_loss(
       form="kl"  (first release / arXiv): D(a, b) = T^2 * mean_b KL(softmax(b/T) || softmax(a/T)).
     No per-sample cross-entropy: labels enter only through dY. The per-tuple computation is
     written once and vmapped over the B tuples. `n_pos`, `form`, `combine` must be static.
-    Default weights w_cls = w_rel = 1 (both releases). Reference: alextxu/ckd
+    Default weights w_cls = w_rel = 1 (both releases). Label range is checked only for concrete
+    labels; under jit an out-of-range label becomes an all-zero one-hot row. Reference: alextxu/ckd
     ``helper/CKDTrainHelpers.py`` with ``nn.MSELoss`` / ``DistillKL``.
     """
     terms = ckd_terms(student_logits, teacher_logits, labels, n_pos=n_pos, form=form,

@@ -29,7 +29,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Formula: mean_b -log softmax(logits_b)[labels_b]  (PyTorch ``nn.CrossEntropyLoss``).
 
     Label range is checked only when `labels` is concrete (not under jit); under jit an
-    out-of-range label silently picks a clamped class, as with any JAX gather.
+    out-of-range label makes the result NaN (JAX's out-of-bounds gather fills with NaN).
     """
     check_rank("logits", logits, 2, "[B, C]")
     check_rank("labels", labels, 1, "[B]")

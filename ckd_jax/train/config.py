@@ -12,6 +12,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+
 SCHEDULES = ("plateau", "cosine")
 GROUP_FORWARDS = ("separate", "joint")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -41,6 +43,14 @@ class DistillConfig:
     crd_feat_dim: int = 128
     tuple_pool: int | None = None  # the paper's fixed pool of max_rel_samples tuples (100000)
     group_forward: str = "separate"  # P and N groups as two forward passes (paper) or one
+    # white-box methods (fitnet, vid, cc and ckd_*; docs/whitebox.md). Their term's weight is
+    # w_extra (None = the paper's: hint 100, VID 1, CC 0.02). Layers index the models'
+    # `return_features=True` list (RepDistiller's is_feat order); negative counts from the end.
+    hint_layer: int = 2  # FitNet: the hinted layer (RepDistiller --hint_layer 2)
+    hint_relu: bool = True  # FitNet regressor ends in ReLU (RepDistiller ConvReg)
+    vid_layers: tuple[int, ...] = ()  # VID layers; () = RepDistiller's feat[1:-1]
+    cc_feat_dim: int = 128  # CC embedding size
+    teacher_feature_dtype: str = "float32"  # cached teacher features: float32 or bfloat16
 
     # --- data and budget ---------------------------------------------------------------------
     dataset: str = "digits"
@@ -150,11 +160,25 @@ class DistillConfig:
             raise ValueError(f"tuple_pool={self.tuple_pool} must be >= 1 or None")
         if self.crd_negatives < 1:
             raise ValueError(f"crd_negatives={self.crd_negatives} must be >= 1")
+        choice("teacher_feature_dtype", self.teacher_feature_dtype, COMPUTE_DTYPES)
+        is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        if not is_int(self.hint_layer):
+            raise ValueError(f"hint_layer={self.hint_layer!r} must be an int (index into the "
+                             "feature list)")
+        layers = tuple(self.vid_layers)
+        if not all(is_int(v) for v in layers) or len(set(layers)) != len(layers):
+            raise ValueError(f"vid_layers={self.vid_layers!r} must be distinct ints (indices "
+                             "into the feature list), or () for RepDistiller's feat[1:-1]")
+        if not is_int(self.cc_feat_dim) or self.cc_feat_dim < 1:
+            raise ValueError(f"cc_feat_dim={self.cc_feat_dim!r} must be an int >= 1")
+        if self.w_extra is not None and not self.w_extra >= 0:
+            raise ValueError(f"w_extra={self.w_extra} must be >= 0 or None (the paper's value)")
         return self
 
 
-def _parse_value(text: str, current):
-    """Parse `text` to the type of the field's current value (JSON for lists/dicts/None)."""
+def _parse_value(text: str, current, annotation: str = ""):
+    """Parse `text` to the type of the field's current value (JSON for lists/dicts/None);
+    `annotation` (the field's type, as a string) gives the item type of an empty tuple."""
     if isinstance(current, bool):
         if text.lower() in ("1", "true", "yes"):
             return True
@@ -163,7 +187,7 @@ def _parse_value(text: str, current):
         raise ValueError(f"expected a boolean, got {text!r}")
     if isinstance(current, tuple):
         items = json.loads(text) if text.startswith("[") else text.split(",")
-        kind = type(current[0]) if current else float
+        kind = type(current[0]) if current else (int if "tuple[int" in annotation else float)
         return tuple(kind(v) for v in items)
     if isinstance(current, dict):
         return json.loads(text)
@@ -184,7 +208,7 @@ def _parse_value(text: str, current):
 
 def apply_overrides(config: DistillConfig, overrides: list[str]) -> DistillConfig:
     """Apply `key=value` strings (from `--set`) to a config; unknown keys are an error."""
-    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    fields = {f.name: str(f.type) for f in dataclasses.fields(DistillConfig)}
     changes = {}
     for item in overrides:
         if "=" not in item:
@@ -192,7 +216,7 @@ def apply_overrides(config: DistillConfig, overrides: list[str]) -> DistillConfi
         key, text = item.split("=", 1)
         if key not in fields:
             raise ValueError(f"unknown config key {key!r}; accepted: {', '.join(sorted(fields))}")
-        changes[key] = _parse_value(text, getattr(config, key))
+        changes[key] = _parse_value(text, getattr(config, key), fields[key])
     return config.replace(**changes)
 
 

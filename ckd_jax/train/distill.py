@@ -13,6 +13,10 @@
 
 Output directory layout: config.json, metrics.jsonl, summary.json, checkpoints/, and
 logit_tables/ (unless `logit_table_dir` points elsewhere).
+
+White-box methods (docs/whitebox.md) need the teacher's intermediate features of the same view
+as its logits: their tables are built by one teacher pass that returns both (one call per
+sample) and live in their own files (`table_filename(..., feature_layers=...)`).
 """
 
 from __future__ import annotations
@@ -48,9 +52,20 @@ def _log(config: DistillConfig, msg: str) -> None:
         print(msg, flush=True)
 
 
-def table_filename(config: DistillConfig, dataset_name: str, subset_size: int, seed: int) -> str:
-    """Logit-table file name: one table per (dataset, teacher, view, subset size, seed)."""
-    return (f"{dataset_name}_{config.teacher}_{config.teacher_view}_S{subset_size}_"
+def table_filename(config: DistillConfig, dataset_name: str, subset_size: int, seed: int,
+                   feature_layers=()) -> str:
+    """Logit-table file name: one table per (dataset, teacher, view, subset size, seed).
+
+    Tables that also cache teacher features (white-box methods) add the layer set and, for
+    bfloat16 features, the dtype: `..._{view}_feat1-2-3[_bf16]_S{S}_seed{seed}.npz`, so plain
+    tables and each layer set never overwrite or shadow each other.
+    """
+    tag = ""
+    if feature_layers:
+        tag = "_feat" + "-".join(str(int(i)) for i in sorted(feature_layers))
+        if config.teacher_feature_dtype == "bfloat16":
+            tag += "_bf16"
+    return (f"{dataset_name}_{config.teacher}_{config.teacher_view}{tag}_S{subset_size}_"
             f"seed{seed}.npz")
 
 
@@ -107,7 +122,8 @@ class _Prepared:
                     raise ValueError("a method that uses the teacher needs out_dir or "
                                      "logit_table_dir (where the logit tables live)")
                 path = os.path.join(table_dir, table_filename(
-                    config, self.train.name, split.subset_size, seed))
+                    config, self.train.name, split.subset_size, seed,
+                    feature_layers=self.method.teacher_layers))
             self.members.append(_MemberSplit(seed, split, path))
         _check_sizes(config, self.method, self.members[0].split.budget, mesh.size)
         if config.labelled_remainder and len(self.members[0].split.remainder_idx) == 0:
@@ -137,9 +153,13 @@ class _Prepared:
             if m.table_path and os.path.exists(m.table_path):
                 from ckd_jax.logit_table import LogitTable
                 table = LogitTable.load(m.table_path)
-                table.check_matches(dataset=self.train.name, indices=m.split.teacher_idx,
-                                    teacher_name=config.teacher, teacher_hash=self.teacher_hash,
-                                    view=config.teacher_view)
+                try:
+                    table.check_matches(dataset=self.train.name, indices=m.split.teacher_idx,
+                                        teacher_name=config.teacher,
+                                        teacher_hash=self.teacher_hash, view=config.teacher_view,
+                                        feature_layers=self.method.teacher_layers)
+                except ValueError as e:
+                    raise ValueError(f"{m.table_path}: {e}") from e
                 if table.logits.shape[1] != self.num_classes:
                     raise ValueError(f"logit table {m.table_path} has "
                                      f"{table.logits.shape[1]} classes, the dataset "
@@ -159,7 +179,10 @@ class _Prepared:
                 teacher_variables=self.teacher_variables, teacher_name=self.config.teacher,
                 dataset_name=self.train.name, images=self.train.images,
                 indices=m.split.teacher_idx, key=jax.random.PRNGKey(10_000 + m.seed),
-                spec=self.spec, view=self.config.teacher_view, seed=m.seed)
+                spec=self.spec, view=self.config.teacher_view, seed=m.seed,
+                feature_layers=self.method.teacher_layers,
+                features_dtype=(jnp.bfloat16 if self.config.teacher_feature_dtype == "bfloat16"
+                                else np.float32))
             m.table = table
             calls += made
         return calls
@@ -179,7 +202,9 @@ class _Prepared:
                                                     np.int32))
             labels = train.labels[idx]
             aux = self.method.data_aux(labels) if self.method.data_aux else {}
+            feats = {i: m.table.features[i] for i in self.method.teacher_layers}
             by_seed[m.seed] = dict(
+                teacher_features=feats,
                 images=train.images[idx], labels=labels, teacher_logits=teacher,
                 remainder_images=train.images[rem], remainder_labels=train.labels[rem],
                 tuple_pool=pool, aux=aux,
@@ -190,7 +215,10 @@ class _Prepared:
             images=stack("images"), labels=stack("labels"),
             teacher_logits=stack("teacher_logits"), remainder_images=stack("remainder_images"),
             remainder_labels=stack("remainder_labels"), tuple_pool=stack("tuple_pool"),
-            aux={k: np.stack([r["aux"][k] for r in rows]) for k in rows[0]["aux"]})
+            aux={k: np.stack([r["aux"][k] for r in rows]) for k in rows[0]["aux"]},
+            teacher_features=({i: np.stack([r["teacher_features"][i] for r in rows])
+                               for i in self.method.teacher_layers}
+                              if self.method.teacher_layers else None))
         return data, stack("val_images"), stack("val_labels")
 
 
@@ -264,8 +292,10 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     base_lrs = np.array([lr for _, lr in members], np.float32)
     member_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
     sample_shape = (spec.crop_size, spec.crop_size, host_data.images.shape[-1])
+    t_shapes = ({i: f.shape[2:] for i, f in host_data.teacher_features.items()}
+                if host_data.teacher_features is not None else None)
     state = put(S.init_state(model, method, member_keys, jnp.asarray(base_lrs), sample_shape,
-                             prep.num_classes, n_train))
+                             prep.num_classes, n_train, teacher_feature_shapes=t_shapes))
     # A copy: `state` is donated to the compiled epoch, the best weights must not alias it.
     best = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
     protocol = PlateauProtocol(len(members), schedule=cfg.schedule, patience=cfg.patience,

@@ -1,8 +1,10 @@
 """Distillation methods as named configurations of the one training step.
 
 A `Method` says how a step samples its batch (single samples, or tuples of k for CKD), whether
-it mixes inputs, which extra trainable heads or state it owns (CRD) and how the loss is computed
-from the student's outputs and the cached teacher logits. The training loop
+it mixes inputs, which extra trainable heads or state it owns (CRD, white-box regressors), which
+intermediate features it needs (white-box methods: student features from the step's forward,
+teacher features cached with the logits) and how the loss is computed from the student's
+outputs and the cached teacher outputs. The training loop
 (`ckd_jax.train.student`) never branches on a method's name: adding a method means adding a
 builder to `_BUILDERS`, nothing else.
 
@@ -11,6 +13,9 @@ Every loss comes from `ckd_jax.losses`; the weights are the paper's (PAPER.md "B
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -30,6 +35,9 @@ class LossInputs(NamedTuple):
     Shapes (batch B, tuple size k, classes C): for `sampling="sample"` logits, teacher_logits
     [B, C], labels [B], sample_idx [B]; for `sampling="tuple"` [B, k, C], [B, k], [B, k].
     `mix` is (partners, weights) from the method's input transform, else None.
+    `features` / `teacher_features`: only for methods that declare feature layers, else None:
+    {layer index: float32 [B, ...] or [B, k, ...]}, the student's train-mode features of this
+    step's views and the teacher's cached features (of the view its logits were computed on).
     """
 
     logits: Array
@@ -41,6 +49,16 @@ class LossInputs(NamedTuple):
     data_aux: Any
     mix: Any
     key: Array
+    features: Any = None
+    teacher_features: Any = None
+
+
+class FeatureShapes(NamedTuple):
+    """Per-sample feature shapes (no batch dim) a white-box method's heads are sized from:
+    student/teacher {layer index: shape}, e.g. {2: (16, 16, 32)} or {4: (64,)}."""
+
+    student: dict
+    teacher: dict
 
 
 LossFn = Callable[[LossInputs], tuple[Array, Any, dict]]
@@ -59,8 +77,12 @@ class Method:
       tuple_size, n_pos: group sizes for "tuple" sampling.
       mix: optional (key, images float [B,H,W,C]) -> (mixed images, (partners, weights)).
       init_extra: optional (key, num_classes, n_data) -> (extra_params, extra_state): trainable
-        heads (trained with the student, no weight decay) and non-trainable state.
+        heads (trained with the student) and non-trainable state. Methods with feature layers
+        get a fourth argument, a `FeatureShapes`.
       data_aux: optional (labels np [n]) -> dict of arrays per member, computed once on the host.
+      student_layers, teacher_layers: feature layers (indices into `return_features=True`'s
+        list) the loss needs; non-empty makes the step run the student with
+        `return_features=True` and the teacher pass cache those teacher features.
     """
 
     name: str
@@ -74,6 +96,12 @@ class Method:
     data_aux: Callable | None = None
     description: str = ""
     hyper: dict = field(default_factory=dict)
+    student_layers: tuple[int, ...] = ()
+    teacher_layers: tuple[int, ...] = ()
+
+    @property
+    def needs_features(self) -> bool:
+        return bool(self.student_layers or self.teacher_layers)
 
 
 def _ce_kd(x: LossInputs, cfg, w_kd: float):
@@ -101,18 +129,24 @@ def _build_kd(cfg) -> Method:
                   hyper={"w_cls": cfg.w_cls, "w_kd": cfg.w_kd, "T": cfg.temperature})
 
 
+def _ckd_core(x: LossInputs, cfg, n_pos: int):
+    """CKD's loss on logits: (total, metrics, lam); lam is the "interp" weight (else None)."""
+    lam = None
+    if cfg.ckd_combine == "interp":  # lam ~ Beta(1, 1) once per batch (ablation)
+        lam = jax.random.uniform(x.key, ())
+    terms = L.ckd_terms(x.logits, x.teacher_logits, x.labels, n_pos=n_pos,
+                        form=cfg.ckd_form, temperature=cfg.temperature,
+                        combine=cfg.ckd_combine, lam=lam)
+    total = cfg.w_cls * terms["cls"] + cfg.w_rel * terms["rel"]
+    return total, {"ckd_cls": terms["cls"], "ckd_rel": terms["rel"]}, lam
+
+
 def _build_ckd(cfg) -> Method:
     n_pos, _ = L.split_groups(cfg.pos_and_neg)
 
     def loss(x: LossInputs):
-        lam = None
-        if cfg.ckd_combine == "interp":  # lam ~ Beta(1, 1) once per batch (ablation)
-            lam = jax.random.uniform(x.key, ())
-        terms = L.ckd_terms(x.logits, x.teacher_logits, x.labels, n_pos=n_pos,
-                            form=cfg.ckd_form, temperature=cfg.temperature,
-                            combine=cfg.ckd_combine, lam=lam)
-        total = cfg.w_cls * terms["cls"] + cfg.w_rel * terms["rel"]
-        return total, x.extra_state, {"ckd_cls": terms["cls"], "ckd_rel": terms["rel"]}
+        total, metrics, _ = _ckd_core(x, cfg, n_pos)
+        return total, x.extra_state, metrics
 
     return Method("ckd", "tuple", loss, tuple_size=cfg.pos_and_neg, n_pos=n_pos,
                   description="comparative KD on group-mean differences (Wilf et al.)",
@@ -188,6 +222,183 @@ def _build_crd(cfg) -> Method:
                   hyper={"w_crd": w, "negatives": cfg.crd_negatives})
 
 
+# ------------------------------------------------------------------------------------------
+# white-box methods: FitNet hint, VID, CC, each plain (CE + KD + term) or on CKD's group
+# comparisons of features (`ckd_inter` of the authors' code: CKD loss + term). docs/whitebox.md
+# ------------------------------------------------------------------------------------------
+WHITEBOX_WEIGHTS = {"fitnet": 100.0, "vid": 1.0, "cc": 0.02}  # authors' w_inter_defaults
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_count(model_name: str, kwargs_json: str) -> int:
+    """Length of `model.apply(..., return_features=True)`'s list (abstract, no FLOPs)."""
+    from ckd_jax.models import feature_shapes
+
+    return len(feature_shapes(model_name, 10, **json.loads(kwargs_json)))
+
+
+def _resolve_layer(index: int, count: int, what: str, model: str) -> int:
+    j = index + count if index < 0 else index
+    if not 0 <= j < count:
+        raise ValueError(f"{what}={index} is out of range for {model}, whose feature list has "
+                         f"{count} entries (accepted: {-count}..{count - 1})")
+    return j
+
+
+def whitebox_layer_pairs(kind: str, cfg) -> list[tuple[int, int]]:
+    """(student layer, teacher layer) pairs a white-box term uses, as non-negative indices.
+
+    fitnet: [(hint_layer, hint_layer)]; vid: `vid_layers`, or RepDistiller's feat[1:-1]
+    (zip of both lists, so up to the shorter one); cc: the last feature (pooled vector) of each.
+    """
+    ns = _feature_count(cfg.student, json.dumps(cfg.student_kwargs or {}, sort_keys=True))
+    nt = _feature_count(cfg.teacher, json.dumps(cfg.teacher_kwargs or {}, sort_keys=True))
+    pair = lambda i, what: (_resolve_layer(i, ns, what, f"student {cfg.student}"),
+                            _resolve_layer(i, nt, what, f"teacher {cfg.teacher}"))
+    if kind == "fitnet":
+        return [pair(cfg.hint_layer, "hint_layer")]
+    if kind == "cc":
+        return [(ns - 1, nt - 1)]
+    if cfg.vid_layers:
+        return [pair(i, "vid_layers entry") for i in cfg.vid_layers]
+    pairs = [(i, i) for i in range(1, min(ns, nt) - 1)]
+    if not pairs:
+        raise ValueError(f"VID's default layers feat[1:-1] are empty for student {cfg.student} "
+                         f"({ns} features) and teacher {cfg.teacher} ({nt}); set vid_layers")
+    return pairs
+
+
+def _as_map(x):
+    """A feature as an NHWC map: [N, D] pooled vectors become [N, 1, 1, D]."""
+    return x[:, None, None, :] if x.ndim == 2 else x
+
+
+def _map_shape(shape) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 1:
+        return (1, 1) + shape
+    if len(shape) != 3:
+        raise ValueError(f"white-box layers must be [H, W, C] maps or [D] vectors, got {shape}")
+    return shape
+
+
+def _whitebox_term(kind: str, cfg, pairs):
+    """(init(key, FeatureShapes) -> (params, state), term(fs, ft, params, state) -> (scalar,
+    new state)); fs/ft {layer: [N, ...]} are per-sample features or group comparisons."""
+    if kind == "fitnet":
+        (ls, lt), = pairs
+
+        def regressor(shapes):
+            return L.HintRegressor(t_shape=_map_shape(shapes.teacher[lt]), use_relu=cfg.hint_relu)
+
+        def init(key, shapes: FeatureShapes):
+            x = jnp.zeros((2,) + _map_shape(shapes.student[ls]), jnp.float32)
+            v = regressor(shapes).init(key, x, train=False)
+            return {"hint": v["params"]}, {"hint": v["batch_stats"]}
+
+        def term(fs, ft, params, state):
+            t = _as_map(ft[lt])
+            reg = L.HintRegressor(t_shape=t.shape[1:], use_relu=cfg.hint_relu)
+            # train-mode BatchNorm, as the authors' ConvReg inside module.train()
+            out, upd = reg.apply({"params": params["hint"], "batch_stats": state["hint"]},
+                                 _as_map(fs[ls]), train=True, mutable=["batch_stats"])
+            return L.fitnet_loss(out, t), {**state, "hint": upd["batch_stats"]}
+
+        return init, term
+
+    if kind == "vid":
+        def init(key, shapes: FeatureShapes):
+            keys = jax.random.split(key, len(pairs))
+            params = []
+            for k, (ls, lt) in zip(keys, pairs):
+                sc, tc = _map_shape(shapes.student[ls])[-1], _map_shape(shapes.teacher[lt])[-1]
+                reg = L.VIDRegressor(mid_channels=tc, out_channels=tc)  # VIDLoss(s, t, t)
+                params.append(reg.init(k, jnp.zeros((1, 1, 1, sc), jnp.float32))["params"])
+            return {"vid": params}, {}
+
+        def term(fs, ft, params, state):
+            total = jnp.zeros((), jnp.float32)
+            for p, (ls, lt) in zip(params["vid"], pairs):
+                s, t = L.match_spatial(_as_map(fs[ls]), _as_map(ft[lt]))
+                reg = L.VIDRegressor(mid_channels=t.shape[-1], out_channels=t.shape[-1])
+                pred, log_scale = reg.apply({"params": p}, s)
+                total = total + L.vid_loss(pred, log_scale, t)
+            return total, state
+
+        return init, term
+
+    (ls, lt), = pairs
+    embed = L.CCEmbed(feat_dim=cfg.cc_feat_dim)
+
+    def init(key, shapes: FeatureShapes):
+        ks, kt = jax.random.split(key)
+        zs = jnp.zeros((2, math.prod(shapes.student[ls])), jnp.float32)
+        zt = jnp.zeros((2, math.prod(shapes.teacher[lt])), jnp.float32)
+        return {"embed_s": embed.init(ks, zs)["params"],
+                "embed_t": embed.init(kt, zt)["params"]}, {}
+
+    def term(fs, ft, params, state):
+        es = embed.apply({"params": params["embed_s"]}, fs[ls])
+        et = embed.apply({"params": params["embed_t"]}, ft[lt])
+        return L.cc_loss(es, et), state
+
+    return init, term
+
+
+def _whitebox_builder(kind: str, on_groups: bool):
+    name = f"ckd_{kind}" if on_groups else kind
+
+    def build(cfg) -> Method:
+        w = WHITEBOX_WEIGHTS[kind] if cfg.w_extra is None else cfg.w_extra
+        pairs = whitebox_layer_pairs(kind, cfg)
+        init_term, term = _whitebox_term(kind, cfg, pairs)
+        s_layers = tuple(sorted({a for a, _ in pairs}))
+        t_layers = tuple(sorted({b for _, b in pairs}))
+        hyper = {"w_" + kind: w, "layers": [list(p) for p in pairs]}
+        if kind == "fitnet":
+            hyper["hint_relu"] = cfg.hint_relu
+        if kind == "cc":
+            hyper["feat_dim"] = cfg.cc_feat_dim
+
+        def init_extra(key, num_classes, n_data, shapes: FeatureShapes):
+            del num_classes, n_data
+            return init_term(key, shapes)
+
+        if not on_groups:
+            def loss(x: LossInputs):
+                base, m = _ce_kd(x, cfg, cfg.w_kd)
+                value, new_state = term(x.features, x.teacher_features, x.extra_params,
+                                        x.extra_state)
+                return base + w * value, new_state, {**m, kind: value}
+
+            return Method(name, "sample", loss, init_extra=init_extra, description=(
+                f"CE + KD + {kind} on intermediate features (weight {w:g})"),
+                hyper={"w_cls": cfg.w_cls, "w_kd": cfg.w_kd, **hyper},
+                student_layers=s_layers, teacher_layers=t_layers)
+
+        n_pos, _ = L.split_groups(cfg.pos_and_neg)
+
+        def loss(x: LossInputs):
+            total, m, lam = _ckd_core(x, cfg, n_pos)
+            # The authors' InterCKDTrainHelpers: group means of each feature, P - N (the same
+            # comparison as the logits), then the white-box loss on those comparisons.
+            cmp = lambda feats: {i: L.compare_groups(f, n_pos, cfg.ckd_combine, lam)
+                                 for i, f in feats.items()}
+            value, new_state = term(cmp(x.features), cmp(x.teacher_features), x.extra_params,
+                                    x.extra_state)
+            return total + w * value, new_state, {**m, kind: value}
+
+        return Method(name, "tuple", loss, tuple_size=cfg.pos_and_neg, n_pos=n_pos,
+                      init_extra=init_extra, description=(
+                          f"CKD + {kind} on group-mean feature differences (weight {w:g})"),
+                      hyper={"k": cfg.pos_and_neg, "form": cfg.ckd_form,
+                             "combine": cfg.ckd_combine, "w_cls": cfg.w_cls, "w_rel": cfg.w_rel,
+                             **hyper},
+                      student_layers=s_layers, teacher_layers=t_layers)
+
+    return build
+
+
 _BUILDERS: dict[str, Callable[[Any], Method]] = {
     "ce": _build_ce,
     "kd": _build_kd,
@@ -198,6 +409,9 @@ _BUILDERS: dict[str, Callable[[Any], Method]] = {
     "rkd": _build_rkd,
     "dist": _build_dist,
     "crd": _build_crd,
+    **{name: _whitebox_builder(kind, on_groups)
+       for on_groups in (False, True) for kind in ("fitnet", "vid", "cc")
+       for name in [f"ckd_{kind}" if on_groups else kind]},
 }
 
 

@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from ckd_jax.data.augment import center_crop, normalize, random_crop_flip
 from ckd_jax.losses import cross_entropy
-from ckd_jax.train.methods import LossInputs, Method
+from ckd_jax.train.methods import FeatureShapes, LossInputs, Method
 
 Array = jax.Array
 
@@ -50,7 +50,8 @@ class MemberData(NamedTuple):
     the cached teacher output for images[:, i]); remainder_* the labelled remainder (CE only,
     never shown to the teacher; [M, 1, ...] dummies when unused); tuple_pool int32 [M, pool, k]
     (the paper's fixed tuple pool, [M, 1, k] dummy when unused); aux: the method's host-side
-    per-member arrays (CRD class index).
+    per-member arrays (CRD class index); teacher_features: white-box methods only (else None),
+    {teacher layer: [M, n, ...] float32 or bfloat16}, cached with the logits (same view).
     """
 
     images: Array
@@ -60,6 +61,7 @@ class MemberData(NamedTuple):
     remainder_labels: Array
     tuple_pool: Array
     aux: Any
+    teacher_features: Any = None
 
 
 class TrainState(NamedTuple):
@@ -111,34 +113,63 @@ def steps_per_pseudo_epoch(n_train: int, batch_size: int) -> int:
 # ------------------------------------------------------------------------------------------
 # forward pass
 # ------------------------------------------------------------------------------------------
-def _forward(model, spec: StepSpec, params, batch_stats, x):
-    """Train-mode forward; returns (float32 logits, new batch_stats)."""
+def _forward_features(model, spec: StepSpec, params, batch_stats, x, layers=()):
+    """Train-mode forward; returns (float32 logits, {layer: float32 features}, batch_stats).
+
+    With `layers` empty the model is called without `return_features` (the same program as
+    before white-box methods existed) and the feature dict is empty.
+    """
     if spec.compute_dtype == "bfloat16":
         params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
         x = x.astype(jnp.bfloat16)
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats
-    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    feats = {}
+    if layers:
+        (all_feats, logits), updates = model.apply(variables, x, train=True,
+                                                   return_features=True, mutable=["batch_stats"])
+        feats = {i: all_feats[i].astype(jnp.float32) for i in layers}
+    else:
+        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
     new_stats = updates.get("batch_stats", batch_stats)
     new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, batch_stats)
-    return logits.astype(jnp.float32), new_stats
+    return logits.astype(jnp.float32), feats, new_stats
+
+
+def _forward(model, spec: StepSpec, params, batch_stats, x):
+    """Train-mode forward; returns (float32 logits, new batch_stats)."""
+    logits, _, stats = _forward_features(model, spec, params, batch_stats, x)
+    return logits, stats
+
+
+def _student_outputs(model, method: Method, spec: StepSpec, params, batch_stats, x):
+    """(logits, {layer: features}, batch_stats) of a batch [B, ...] (logits [B, C], features
+    [B, ...]) or a tuple batch [B, k, ...] (logits [B, k, C], features [B, k, ...]); features
+    only for `method.student_layers`."""
+    layers = method.student_layers
+    if method.sampling == "sample":
+        return _forward_features(model, spec, params, batch_stats, x, layers)
+    b, k = x.shape[:2]
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])
+    unflat = lambda a, m: a.reshape((b, m) + a.shape[1:])
+    if spec.group_forward == "joint":
+        logits, feats, stats = _forward_features(model, spec, params, batch_stats, flat(x),
+                                                 layers)
+        return unflat(logits, k), {i: unflat(f, k) for i, f in feats.items()}, stats
+    # The paper: P members and N members as two forward passes (BN statistics per group).
+    n_pos = method.n_pos
+    lp, fp, stats = _forward_features(model, spec, params, batch_stats, flat(x[:, :n_pos]),
+                                      layers)
+    ln, fn, stats = _forward_features(model, spec, params, stats, flat(x[:, n_pos:]), layers)
+    cat = lambda p, n: jnp.concatenate([unflat(p, n_pos), unflat(n, k - n_pos)], 1)
+    return cat(lp, ln), {i: cat(fp[i], fn[i]) for i in layers}, stats
 
 
 def _student_logits(model, method: Method, spec: StepSpec, params, batch_stats, x):
     """Logits of a batch [B, ...] or a tuple batch [B, k, ...] (logits [B, k, C])."""
-    if method.sampling == "sample":
-        return _forward(model, spec, params, batch_stats, x)
-    b, k = x.shape[:2]
-    flat = lambda a: a.reshape((-1,) + a.shape[2:])
-    if spec.group_forward == "joint":
-        logits, stats = _forward(model, spec, params, batch_stats, flat(x))
-        return logits.reshape(b, k, -1), stats
-    # The paper: P members and N members as two forward passes (BN statistics per group).
-    n_pos = method.n_pos
-    lp, stats = _forward(model, spec, params, batch_stats, flat(x[:, :n_pos]))
-    ln, stats = _forward(model, spec, params, stats, flat(x[:, n_pos:]))
-    return jnp.concatenate([lp.reshape(b, n_pos, -1), ln.reshape(b, k - n_pos, -1)], 1), stats
+    logits, _, stats = _student_outputs(model, method, spec, params, batch_stats, x)
+    return logits, stats
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,17 +214,23 @@ def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
         images = shard(_augment(spec, k_aug, data.images[idx]))
         labels = data.labels[idx]
         teacher = data.teacher_logits[idx]
+        teacher_feats = None
+        if method.teacher_layers:  # gathered like the logits; stored f32 or bf16
+            teacher_feats = {i: shard(data.teacher_features[i][idx].astype(jnp.float32))
+                             for i in method.teacher_layers}
         mix = None
         if method.mix is not None:
             images, mix = method.mix(k_mix, images)
 
         def loss_fn(params):
-            logits, stats = _student_logits(model, method, spec, params["student"],
-                                            state.batch_stats, images)
+            logits, feats, stats = _student_outputs(model, method, spec, params["student"],
+                                                    state.batch_stats, images)
             loss, new_extra_state, metrics = method.loss(LossInputs(
                 logits=logits, teacher_logits=teacher, labels=labels, sample_idx=idx,
                 extra_params=params["extra"], extra_state=state.extra_state,
-                data_aux=data.aux, mix=mix, key=k_loss))
+                data_aux=data.aux, mix=mix, key=k_loss,
+                features=feats if method.student_layers else None,
+                teacher_features=teacher_feats))
             if spec.has_remainder:
                 # Reviewers' setting: the rest of the train split keeps its labels (CE only).
                 r = data.remainder_labels.shape[0]
@@ -207,11 +244,10 @@ def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
 
         (loss, (stats, extra_state, metrics)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
-        # torch.optim.SGD semantics: weight decay added to the gradient (student only), then
-        # momentum buf = m * buf + g, then p -= lr * buf.
-        grads = {"student": jax.tree.map(lambda g, p: g + spec.weight_decay * p,
-                                         grads["student"], state.params["student"]),
-                 "extra": grads["extra"]}
+        # torch.optim.SGD semantics: weight decay added to the gradient (the student and the
+        # method's heads, as the authors' optimiser holds both), then momentum
+        # buf = m * buf + g, then p -= lr * buf.
+        grads = jax.tree.map(lambda g, p: g + spec.weight_decay * p, grads, state.params)
         direction, momentum = trace.update(grads, state.momentum)
         lr = state.lr
         if spec.schedule == "cosine":
@@ -295,13 +331,40 @@ def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_ima
     return jax.jit(jax.vmap(member_eval, in_axes=axes))
 
 
+def student_feature_shapes(model, sample_shape: tuple) -> list[tuple[int, ...]]:
+    """Per-sample shapes (no batch dim) of the model's `return_features=True` list, computed
+    abstractly (no FLOPs) for inputs of shape `sample_shape` (H, W, C)."""
+    x = jnp.zeros((2,) + tuple(sample_shape), jnp.float32)
+
+    def run(key):
+        variables = model.init(key, x, train=False)
+        return model.apply(variables, x, train=False, return_features=True)[0]
+
+    return [tuple(f.shape[1:]) for f in jax.eval_shape(run, jax.random.PRNGKey(0))]
+
+
 def init_state(model, method: Method, keys: Array, lrs: Array, sample_shape: tuple,
-               num_classes: int, n_train: int) -> TrainState:
+               num_classes: int, n_train: int,
+               teacher_feature_shapes: dict | None = None) -> TrainState:
     """Stacked initial state for members with PRNG `keys` [M] and learning rates `lrs` [M].
 
     `sample_shape` is one input image's shape after augmentation (H, W, C).
+    `teacher_feature_shapes` ({teacher layer: per-sample shape}, e.g. from the cached table) is
+    required by methods with feature layers: their heads are sized from it and from the
+    student's feature shapes (`student_feature_shapes`).
     """
     trace = optax.trace(decay=0.0)  # only its (zero) state structure is needed
+    shapes = None
+    if method.needs_features:
+        missing = [i for i in method.teacher_layers if i not in (teacher_feature_shapes or {})]
+        if missing:
+            raise ValueError(f"method {method.name} needs teacher feature shapes of layers "
+                             f"{list(method.teacher_layers)}; teacher_feature_shapes has "
+                             f"{sorted(teacher_feature_shapes or {})}")
+        s_shapes = student_feature_shapes(model, sample_shape)
+        shapes = FeatureShapes(
+            student={i: s_shapes[i] for i in method.student_layers},
+            teacher={i: tuple(teacher_feature_shapes[i]) for i in method.teacher_layers})
 
     def one(key, lr):
         k_model, k_extra = jax.random.split(key)
@@ -310,7 +373,9 @@ def init_state(model, method: Method, keys: Array, lrs: Array, sample_shape: tup
         student = variables["params"]
         batch_stats = variables.get("batch_stats", {})
         extra_params, extra_state = {}, {}
-        if method.init_extra is not None:
+        if method.init_extra is not None and shapes is not None:
+            extra_params, extra_state = method.init_extra(k_extra, num_classes, n_train, shapes)
+        elif method.init_extra is not None:
             extra_params, extra_state = method.init_extra(k_extra, num_classes, n_train)
         params = {"student": student, "extra": extra_params}
         return TrainState(params, batch_stats, trace.init(params), extra_state,
