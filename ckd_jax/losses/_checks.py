@@ -12,10 +12,15 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+try:  # public name; fall back to the internal one should a JAX release drop the alias
+    _Tracer = jax.core.Tracer
+except AttributeError:  # pragma: no cover
+    from jax._src.core import Tracer as _Tracer
+
 
 def is_concrete(x) -> bool:
     """True when `x` holds actual values (not a tracer under jit / vmap / grad)."""
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, _Tracer)
 
 
 def shape_of(x) -> tuple[int, ...]:

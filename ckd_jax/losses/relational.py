@@ -195,7 +195,8 @@ def crd_init(key: jax.Array, s_dim: int, t_dim: int, n_data: int, feat_dim: int 
 def crd_embed(embed_params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     """Flatten, linear, L2 normalise (RepDistiller ``Embed``): [B, ...] -> [B, feat_dim]."""
     x = jnp.reshape(x, (x.shape[0], -1))
-    z = x @ embed_params["kernel"] + embed_params["bias"]
+    z = jnp.dot(x, embed_params["kernel"], precision=jax.lax.Precision.HIGHEST)
+    z = z + embed_params["bias"]
     return z / _safe_norm(z, axis=1, keepdims=True)
 
 
@@ -356,8 +357,11 @@ def _crd_loss(params, state, student_logits, teacher_logits, sample_idx, contras
     e_t = crd_embed(params["embed_t"], teacher_logits)
     mem_s = jax.lax.stop_gradient(state["memory_s"])
     mem_t = jax.lax.stop_gradient(state["memory_t"])
-    out_s = jnp.exp(jnp.einsum("bkd,bd->bk", mem_t[contrast_idx], e_s) / nce_t)
-    out_t = jnp.exp(jnp.einsum("bkd,bd->bk", mem_s[contrast_idx], e_t) / nce_t)
+    # full fp32 dots: scores are divided by nce_t = 0.07 then exponentiated, so TF32 rounding
+    # on recent GPUs would be amplified (PyTorch's bmm in the reference is plain fp32)
+    hi = jax.lax.Precision.HIGHEST
+    out_s = jnp.exp(jnp.einsum("bkd,bd->bk", mem_t[contrast_idx], e_s, precision=hi) / nce_t)
+    out_t = jnp.exp(jnp.einsum("bkd,bd->bk", mem_s[contrast_idx], e_t, precision=hi) / nce_t)
     z_s = jnp.where(state["z_s"] < 0, jax.lax.stop_gradient(jnp.mean(out_s)) * n_data,
                     state["z_s"])
     z_t = jnp.where(state["z_t"] < 0, jax.lax.stop_gradient(jnp.mean(out_t)) * n_data,
