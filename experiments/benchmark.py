@@ -173,7 +173,9 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     state = S.init_state(model, method, keys, lrs, (image_size, image_size, channels),
                          num_classes, n_train)
     active = jnp.ones((p,), bool)
-    epoch_fn = S.make_train_epoch(model, method, spec, mesh)
+    # loop="scan" on every backend: the same program shape as the limit (a scan of `steps`),
+    # which is the accelerator path; on CPU both are slowed alike by XLA:CPU's while loops.
+    epoch_fn = S.make_train_epoch(model, method, spec, mesh, loop="scan")
     epoch_keys = [jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
                   for i in range(warmup + repeats)]
     compiled, compile_s = _compile(epoch_fn, state, data, epoch_keys[0], active)

@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-kwargs", default="{}", help="JSON dict passed to create_model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-batch-size", type=int, default=1000)
+    p.add_argument("--epoch-loop", default="auto", choices=["auto", "scan", "python"],
+                   help="epoch as one lax.scan or a Python loop of jitted steps (auto: python "
+                        "on CPU, scan elsewhere)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p.parse_args(argv)
@@ -87,7 +90,7 @@ def config_from_args(a: argparse.Namespace):
         nesterov=a.nesterov, schedule=a.schedule, milestones=milestones, lr_factor=a.lr_factor,
         warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing,
         compute_dtype=a.compute_dtype, seed=a.seed, eval_batch_size=a.eval_batch_size,
-        resume=a.resume, progress=not a.no_progress)
+        epoch_loop=a.epoch_loop, resume=a.resume, progress=not a.no_progress)
 
 
 def main(argv=None) -> int:

@@ -77,6 +77,7 @@ class DistillConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     compute_dtype: str = "float32"
+    epoch_loop: str = "auto"  # "scan" (one lax.scan per pseudo-epoch), "python", "auto"
 
     # --- protocol ----------------------------------------------------------------------------
     schedule: str = "plateau"  # the paper's early-stopping protocol, or fixed-length cosine
@@ -131,6 +132,7 @@ class DistillConfig:
         choice("schedule", self.schedule, SCHEDULES)
         choice("group_forward", self.group_forward, GROUP_FORWARDS)
         choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        choice("epoch_loop", self.epoch_loop, ("auto", "scan", "python"))
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         if self.pos_and_neg < 2:
             raise ValueError(f"pos_and_neg={self.pos_and_neg} must be >= 2 (one positive and "

@@ -303,7 +303,7 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                                epochs=cfg.epochs)
 
     eval_bs = -(-cfg.eval_batch_size // mesh.size) * mesh.size
-    train_epoch = S.make_train_epoch(model, method, spec, mesh)
+    train_epoch = S.make_train_epoch(model, method, spec, mesh, loop=cfg.epoch_loop)
     eval_val = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=False)
     eval_test = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=True)
     select = jax.jit(S.tree_select)

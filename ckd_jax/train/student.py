@@ -257,30 +257,74 @@ def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
         new_state = TrainState(params, stats, momentum, extra_state, state.lr, state.step + 1)
         return new_state, {"loss": loss, **metrics}
 
-    def member_epoch(state: TrainState, data: MemberData, key, active):
+    def plan(data: MemberData, key):
+        """Indices [S, B(, k)] and step keys [S] of one pseudo-epoch."""
         k_idx, k_steps = jax.random.split(key)
-        idx = _epoch_indices(method, spec, data, k_idx)
-        keys = jax.random.split(k_steps, spec.steps_per_epoch)
-        new_state, metrics = jax.lax.scan(lambda st, xs: step(st, xs, data), state, (idx, keys))
+        return (_epoch_indices(method, spec, data, k_idx),
+                jax.random.split(k_steps, spec.steps_per_epoch))
+
+    def masked_step(state, inputs, data, active):
+        new_state, metrics = step(state, inputs, data)
         # Members that finished the protocol keep their state (the population runs on).
-        new_state = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_state, state)
+        return jax.tree.map(lambda a, b: jnp.where(active, a, b), new_state, state), metrics
+
+    def member_epoch(state: TrainState, data: MemberData, key, active):
+        idx, keys = plan(data, key)
+        new_state, metrics = jax.lax.scan(lambda st, xs: masked_step(st, xs, data, active),
+                                          state, (idx, keys))
         return new_state, jax.tree.map(jnp.mean, metrics)
 
-    return member_epoch
+    return member_epoch, plan, masked_step
 
 
 # ------------------------------------------------------------------------------------------
 # public builders
 # ------------------------------------------------------------------------------------------
-def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh):
+EPOCH_LOOPS = ("auto", "scan", "python")
+
+
+class _PythonLoopEpoch:
+    """The same pseudo-epoch as the `lax.scan` version, one compiled step per Python iteration.
+
+    XLA:CPU runs convolution gradients inside a `while` loop many times slower than the same
+    step compiled alone, so on CPU the scan is replaced by a host loop over one jitted step.
+    Same random numbers, same updates, same metrics (tested against the scan version).
+    """
+
+    def __init__(self, plan, masked_step, steps: int):
+        self.steps = steps
+        self._plan = jax.jit(jax.vmap(plan))
+        self._step = jax.jit(jax.vmap(masked_step), donate_argnums=(0,))
+
+    def __call__(self, state, data, keys, active):
+        idx, step_keys = self._plan(data, keys)  # [M, S, ...], [M, S, 2]
+        metrics = []
+        for t in range(self.steps):
+            state, m = self._step(state, (idx[:, t], step_keys[:, t]), data, active)
+            metrics.append(m)
+        return state, jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *metrics)
+
+    def _cache_size(self) -> int:
+        return max(self._plan._cache_size(), self._step._cache_size())
+
+
+def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh, loop: str = "auto"):
     """Compiled `(state, data, keys [M], active [M]) -> (state, metrics {name: [M]})`.
 
     One call runs one pseudo-epoch of `spec.steps_per_epoch` steps for every member. The state
-    argument is donated (updated in place on the device).
+    argument is donated (updated in place on the device). `loop`: "scan" (the whole pseudo-epoch
+    as one `lax.scan`, the accelerator path), "python" (a host loop over one compiled step, much
+    faster on XLA:CPU) or "auto" (scan except on CPU).
     """
+    if loop not in EPOCH_LOOPS:
+        raise ValueError(f"loop={loop!r}; accepted: {', '.join(EPOCH_LOOPS)}")
     batch_sharding = NamedSharding(mesh, P("data"))
     shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
-    member_epoch = _make_member_epoch(model, method, spec, shard)
+    member_epoch, plan, masked_step = _make_member_epoch(model, method, spec, shard)
+    if loop == "auto":
+        loop = "python" if mesh.devices.flat[0].platform == "cpu" else "scan"
+    if loop == "python":
+        return _PythonLoopEpoch(plan, masked_step, spec.steps_per_epoch)
     return jax.jit(jax.vmap(member_epoch), donate_argnums=(0,))
 
 

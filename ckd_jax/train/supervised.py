@@ -9,7 +9,8 @@ Recipes (`TeacherConfig.recipe`):
 Any field left None takes the recipe's value; explicit fields override it.
 
 How it runs: the uint8 training images live on the device; one epoch is one compiled
-`lax.scan` over a random permutation of the training set (the last incomplete batch is dropped,
+`lax.scan` (on CPU a Python loop of one jitted step, see `make_train_epoch`) over a random
+permutation of the training set (the last incomplete batch is dropped,
 so every step has a static shape; RepDistiller's loader keeps it: at 50000 / 64 that is 16 images
 per epoch, a different 16 each epoch), with on-device augmentation (random crop after zero
 padding, flip, normalise) and one SGD step per batch. After each epoch the test split is
