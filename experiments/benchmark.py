@@ -132,7 +132,7 @@ def _compile(fn, *args):
 def bench_method(model_name: str, method_name: str, population: int, dtype: str, *,
                  batch_size: int, n_train: int, steps: int, num_classes: int, image_size: int,
                  channels: int, warmup: int, repeats: int, model_kwargs: dict,
-                 limit_cache: dict) -> dict:
+                 limit_cache: dict, epoch_loop: str = "scan") -> dict:
     """One row: the engine's compiled pseudo-epoch and its limit, timed (see module doc)."""
     from ckd_jax.models import create_model
     from ckd_jax.train import student as S
@@ -173,12 +173,18 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     state = S.init_state(model, method, keys, lrs, (image_size, image_size, channels),
                          num_classes, n_train)
     active = jnp.ones((p,), bool)
-    # loop="scan" on every backend: the same program shape as the limit (a scan of `steps`),
-    # which is the accelerator path; on CPU both are slowed alike by XLA:CPU's while loops.
-    epoch_fn = S.make_train_epoch(model, method, spec, mesh, loop="scan")
+    # Method and limit use the same loop: "scan" (the accelerator path, the default) or
+    # "python" (one compiled step per host iteration; much faster on XLA:CPU).
+    epoch_fn = S.make_train_epoch(model, method, spec, mesh, loop=epoch_loop)
     epoch_keys = [jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
-                  for i in range(warmup + repeats)]
-    compiled, compile_s = _compile(epoch_fn, state, data, epoch_keys[0], active)
+                  for i in range(warmup + repeats + 1)]
+    if epoch_loop == "scan":
+        compiled, compile_s = _compile(epoch_fn, state, data, epoch_keys[0], active)
+    else:  # no ahead-of-time lowering for a host loop: time the first call instead
+        t0 = time.perf_counter()
+        state, _ = epoch_fn(state, data, epoch_keys[-1], active)
+        jax.block_until_ready(state)
+        compiled, compile_s = epoch_fn, time.perf_counter() - t0
     t_method, _ = _time_calls(
         compiled, lambda i, c: (state if c is None else c, data, epoch_keys[i], active),
         warmup, repeats)
@@ -189,7 +195,8 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
         limit_cache[lkey] = bench_limit(model, p, dtype, images_per_step, steps=steps,
                                         num_classes=num_classes, image_size=image_size,
                                         channels=channels, warmup=warmup, repeats=repeats,
-                                        momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                                        momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                        epoch_loop=epoch_loop)
     lim = limit_cache[lkey]
     img_total = steps * images_per_step * p
     return {
@@ -204,8 +211,12 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
 
 def bench_limit(model, p: int, dtype: str, images_per_step: int, *, steps: int,
                 num_classes: int, image_size: int, channels: int, warmup: int, repeats: int,
-                momentum: float, weight_decay: float) -> dict:
-    """Time `make_limit_epoch` on pre-normalised device images [P, steps, N, H, W, C]."""
+                momentum: float, weight_decay: float, epoch_loop: str = "scan") -> dict:
+    """Time `make_limit_epoch` on pre-normalised device images [P, steps, N, H, W, C].
+
+    With epoch_loop="python" the limit is the same step called once per host iteration (a scan
+    of length 1 per call), like the engine's python loop.
+    """
     fn = make_limit_epoch(model, dtype, momentum, weight_decay)
     key = jax.random.PRNGKey(0)
     shape = (p, steps, images_per_step, image_size, image_size, channels)
@@ -219,7 +230,17 @@ def bench_limit(model, p: int, dtype: str, images_per_step: int, *, steps: int,
         return params, stats, jax.tree.map(jnp.zeros_like, params), jnp.float32(0.01)
 
     carry = jax.jit(jax.vmap(init))(jax.random.split(key, p))
-    compiled, compile_s = _compile(fn, carry, images, labels)
+    if epoch_loop == "python":
+        one, compile_s = _compile(fn, carry, images[:, :1], labels[:, :1])
+
+        def compiled(c, x, y):
+            losses = []
+            for t in range(steps):
+                c, loss = one(c, x[:, t:t + 1], y[:, t:t + 1])
+                losses.append(loss)
+            return c, losses
+    else:
+        compiled, compile_s = _compile(fn, carry, images, labels)
     t, _ = _time_calls(compiled, lambda i, c: (carry if c is None else c, images, labels),
                        warmup, repeats)
     return {"compile_s": compile_s, "call_s": t}
@@ -247,7 +268,8 @@ def markdown(rows: list[dict], header: dict) -> str:
              "",
              f"batch {header['batch_size']} (tuples for CKD), {header['steps']} steps per call, "
              f"n_train {header['n_train']}, {header['num_classes']} classes, images "
-             f"{header['image_size']}x{header['image_size']}x{header['channels']}; median of "
+             f"{header['image_size']}x{header['image_size']}x{header['channels']}; epoch loop "
+             f"{header['epoch_loop']}; median of "
              f"{header['repeats']} calls after {header['warmup']} warm-up; compile timed "
              f"separately (persistent cache: {header['compilation_cache'] or 'off'}). "
              f"x limit = call time / limit call time (bare CE step on pre-normalised images).",
@@ -292,6 +314,10 @@ def main(argv=None) -> int:
                     help="CPU smoke setting: tiny_cnn width 4, ckd_k2, P=1, float32, "
                          "batch 16, 4 steps, 16x16 images, 10 classes, 2 repeats")
     ap.add_argument("--json", help="write the rows and header to this JSON file")
+    ap.add_argument("--epoch-loop", choices=("scan", "python"), default="scan",
+                    help="scan: a pseudo-epoch as one lax.scan (the accelerator path); python: "
+                         "a host loop over one compiled step (the engine's CPU path); the "
+                         "limit uses the same loop")
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.methods, args.populations = ["tiny_cnn"], ["ckd_k2"], [1]
@@ -321,7 +347,7 @@ def main(argv=None) -> int:
               "jax_version": jax.__version__, "batch_size": args.batch_size, "steps": steps,
               "n_train": args.n_train, "num_classes": args.num_classes,
               "image_size": args.image_size, "channels": args.channels,
-              "warmup": args.warmup, "repeats": args.repeats,
+              "warmup": args.warmup, "repeats": args.repeats, "epoch_loop": args.epoch_loop,
               "compilation_cache": jax.config.jax_compilation_cache_dir}
     rows = []
     limit_cache: dict = {}
@@ -335,7 +361,7 @@ def main(argv=None) -> int:
                                        image_size=args.image_size, channels=args.channels,
                                        warmup=args.warmup, repeats=args.repeats,
                                        model_kwargs=args.model_kwargs,
-                                       limit_cache=limit_cache)
+                                       limit_cache=limit_cache, epoch_loop=args.epoch_loop)
                     row["goal"] = goal_text(row, dev.device_kind)
                     rows.append(row)
                     print(f"  {model} {method} P={p} {dtype}: {row['images_per_s']:,.0f} img/s, "

@@ -21,16 +21,19 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-def test_quick_run_prints_table_with_ratio(tmp_path):
+@pytest.mark.parametrize("loop", ["scan", "python"])
+def test_quick_run_prints_table_with_ratio(tmp_path, loop):
     out_json = tmp_path / "bench.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--json", str(out_json)],
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--json", str(out_json),
+                           "--epoch-loop", loop],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert "| x limit |" in text and "jax " + jax.__version__ in text
     data = json.loads(out_json.read_text())
     assert data["header"]["device_kind"] == jax.devices("cpu")[0].device_kind
+    assert data["header"]["epoch_loop"] == loop and f"epoch loop {loop}" in text
     (row,) = data["rows"]
     assert (row["model"], row["method"], row["population"], row["dtype"]) == (
         "tiny_cnn", "ckd_k2", 1, "float32")
