@@ -25,8 +25,8 @@ PY=${PY:-python3}
 
 if [ "$QUICK" = 1 ]; then   # CPU rehearsal of every step with tiny settings
   BENCH=(--quick)
-  TEACHER=(--model resnet8 --recipe fast --epochs 1 --batch-size 256)
-  SWEEP=(--set student=resnet8 --set teacher=resnet8 --set schedule=cosine --set epochs=1
+  TEACHER=(--model tiny_cnn --recipe fast --epochs 1 --batch-size 512)
+  SWEEP=(--set student=tiny_cnn --set schedule=cosine --set epochs=1
          --subset-sizes 200 --seeds 1 --lrs 0.05 --methods ce,ckd)
 else
   BENCH=(--models resnet32 --methods ce,kd,ckd_k2,ckd_k3,mixup,rkd,crd --populations 1,8,32

@@ -19,14 +19,20 @@ import torch.nn.functional as F
 
 from ckd_jax import losses as L
 
-torch.set_default_dtype(torch.float64)
 RTOL = 1e-9  # float64 on both sides; the task's requirement is 1e-5
 
 
 @pytest.fixture(autouse=True)
 def x64():
-    with jax.enable_x64(True):
-        yield
+    # float64 on both sides, restored afterwards: torch's default dtype is process-global and
+    # other test files (the model zoo's PyTorch references) need float32.
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with jax.enable_x64(True):
+            yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 J_RKD = jax.jit(L.rkd_loss)
