@@ -68,7 +68,7 @@ def method_overrides(name: str) -> dict:
 
 
 def make_limit_epoch(model, compute_dtype: str, momentum: float = 0.9,
-                     weight_decay: float = 5e-4):
+                     weight_decay: float = 5e-4, single_step: bool = False):
     """Compiled `(carry, images [P, S, N, H, W, C], labels [P, S, N]) -> (carry, loss [P, S])`.
 
     carry = (params, batch_stats, momentum buffers, lr [P]) stacked over P members. Each of the S
@@ -99,6 +99,9 @@ def make_limit_epoch(model, compute_dtype: str, momentum: float = 0.9,
         return (params, stats, buf, lr), loss
 
     def member(carry, images, labels):
+        if single_step:  # one step, no loop at all (XLA:CPU is slow inside while loops)
+            carry, loss = step(carry, (images[0], labels[0]))
+            return carry, loss[None]
         return jax.lax.scan(step, carry, (images, labels))
 
     return jax.jit(jax.vmap(member), donate_argnums=(0,))
@@ -214,10 +217,11 @@ def bench_limit(model, p: int, dtype: str, images_per_step: int, *, steps: int,
                 momentum: float, weight_decay: float, epoch_loop: str = "scan") -> dict:
     """Time `make_limit_epoch` on pre-normalised device images [P, steps, N, H, W, C].
 
-    With epoch_loop="python" the limit is the same step called once per host iteration (a scan
-    of length 1 per call), like the engine's python loop.
+    With epoch_loop="python" the limit is the same step compiled alone and called once per host
+    iteration, like the engine's python loop.
     """
-    fn = make_limit_epoch(model, dtype, momentum, weight_decay)
+    fn = make_limit_epoch(model, dtype, momentum, weight_decay,
+                          single_step=epoch_loop == "python")
     key = jax.random.PRNGKey(0)
     shape = (p, steps, images_per_step, image_size, image_size, channels)
     x_dtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
