@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib
 import json
 import os
 import sys
@@ -78,20 +77,9 @@ def variant_overrides(name: str) -> dict:
 def load_base_config(spec: str | None) -> DistillConfig:
     """A DistillConfig from a config file path (`.py`) or a module path with `get_config()`;
     the defaults when `spec` is None."""
-    if spec is None:
-        return DistillConfig()
-    if spec.endswith(".py") or os.path.sep in spec:
-        from ckd_jax.train.config import load_config_file
+    from ckd_jax.train.config import load_config_file
 
-        return load_config_file(spec)
-    module = importlib.import_module(spec)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"config module {spec} defines no get_config()")
-    config = module.get_config()
-    if not isinstance(config, DistillConfig):
-        raise ValueError(f"{spec}: get_config() returned {type(config).__name__}, "
-                         "expected DistillConfig")
-    return config
+    return DistillConfig() if spec is None else load_config_file(spec)
 
 
 def plan_cells(base: DistillConfig, variants: list[str], subset_sizes: list[int] | None,

@@ -223,17 +223,22 @@ def apply_overrides(config: DistillConfig, overrides: list[str]) -> DistillConfi
 
 
 def load_config_file(path: str) -> DistillConfig:
-    """Import a config file (a .py whose `get_config()` returns a DistillConfig) by path."""
+    """A DistillConfig from a config file (a .py whose `get_config()` returns one) or from an
+    importable module path with `get_config()` (e.g. "experiments.configs.cifar100_paper")."""
+    import importlib
     import importlib.util
     import os
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_ckd_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    if path.endswith(".py") or os.path.sep in path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"_ckd_config_{abs(hash(path))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(path)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {path} defines no get_config()")
+        raise ValueError(f"config {path} defines no get_config()")
     config = module.get_config()
     if not isinstance(config, DistillConfig):
         raise ValueError(f"{path}: get_config() returned {type(config).__name__}, "
