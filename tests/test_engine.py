@@ -7,41 +7,17 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from engine_support import CountingTeacher, tiny_config  # tests/ is on sys.path
 
-from ckd_jax.models import create_model
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.distill import run_distillation
 from ckd_jax.train.student import make_mesh
 
 
 def _cfg(**kw) -> DistillConfig:
-    base = dict(method="kd", dataset="digits", subset_size=80, student="tiny_cnn",
-                student_kwargs={"width": 4}, teacher="tiny_cnn", teacher_kwargs={"width": 4},
-                batch_size=16, learning_rates=(0.05,), seeds=(1,), schedule="cosine", epochs=2,
-                eval_batch_size=120, progress=False, crd_negatives=32)
-    base.update(kw)
-    return DistillConfig(**base)
-
-
-class CountingTeacher:
-    """A randomly initialised TinyCNN teacher whose apply counts the samples it labels."""
-
-    def __init__(self, seed=0):
-        self.model = create_model("tiny_cnn", 10, width=4)
-        self.variables = self.model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)),
-                                         train=False)
-        self.calls = 0
-
-    def apply(self, variables, x, train=False):
-        # runs under jit: count with a host callback so every executed call is seen
-        jax.debug.callback(self._count, x.shape[0])
-        return self.model.apply(variables, x, train=train)
-
-    def _count(self, n):
-        self.calls += int(n)
+    return tiny_config(**{"method": "kd", "epochs": 2, "crd_negatives": 32, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from engine_support import CountingTeacher, tiny_config  # tests/ is on sys.path
 
 from ckd_jax.data import dataset_spec, load_train_test
 from ckd_jax.data.augment import random_crop_flip
@@ -33,30 +34,7 @@ METHODS = ("fitnet", "vid", "cc", "ckd_fitnet", "ckd_vid", "ckd_cc")
 
 def _cfg(**kw) -> DistillConfig:
     # TinyCNN's features: [block1 [8,8,4], block2 [4,4,8], pooled [8]]; hint on block2.
-    base = dict(method="fitnet", dataset="digits", subset_size=80, student="tiny_cnn",
-                student_kwargs={"width": 4}, teacher="tiny_cnn", teacher_kwargs={"width": 4},
-                batch_size=16, learning_rates=(0.05,), seeds=(1,), schedule="cosine", epochs=1,
-                eval_batch_size=120, progress=False, hint_layer=1)
-    base.update(kw)
-    return DistillConfig(**base)
-
-
-class CountingTeacher:
-    """A randomly initialised TinyCNN teacher whose apply counts the samples it sees (also when
-    asked for features)."""
-
-    def __init__(self, seed=0):
-        self.model = create_model("tiny_cnn", 10, width=4)
-        self.variables = self.model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)),
-                                         train=False)
-        self.calls = 0
-
-    def apply(self, variables, x, train=False, **kw):
-        jax.debug.callback(self._count, x.shape[0])  # runs under jit: count executed calls
-        return self.model.apply(variables, x, train=train, **kw)
-
-    def _count(self, n):
-        self.calls += int(n)
+    return tiny_config(**{"method": "fitnet", "epochs": 1, "hint_layer": 1, **kw})
 
 
 @pytest.fixture(scope="module")
