@@ -40,15 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 # name -> DistillConfig overrides. Plain method names of the registry are accepted too.
-METHODS: dict[str, dict] = {
-    "ce": {"method": "ce"},
-    "kd": {"method": "kd"},
-    "ckd_k2": {"method": "ckd", "pos_and_neg": 2},
-    "ckd_k3": {"method": "ckd", "pos_and_neg": 3},
-    "mixup": {"method": "mixup"},
-    "rkd": {"method": "rkd"},
-    "crd": {"method": "crd"},
-}
+METHODS = ("ce", "kd", "ckd_k2", "ckd_k3", "mixup", "rkd", "crd")  # ckd_jax VARIANTS names
 DEFAULT_MODELS = ("resnet32", "wrn_16_2", "vgg8")
 DEFAULT_POPULATIONS = (1, 8, 32)
 DEFAULT_DTYPES = ("float32", "bfloat16")
@@ -57,14 +49,9 @@ _MEAN, _STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 
 def method_overrides(name: str) -> dict:
-    from ckd_jax.train.methods import method_names
+    from ckd_jax.train.methods import variant_overrides
 
-    if name in METHODS:
-        return dict(METHODS[name])
-    if name in method_names():
-        return {"method": name}
-    raise ValueError(f"unknown benchmark method {name!r}; accepted: {', '.join(METHODS)} or "
-                     f"{', '.join(method_names())}")
+    return variant_overrides(name, what="benchmark method")
 
 
 def make_limit_epoch(model, compute_dtype: str, momentum: float = 0.9,
@@ -338,7 +325,10 @@ def main(argv=None) -> int:
         if m not in model_names():
             raise SystemExit(f"unknown model {m!r}; available: {', '.join(model_names())}")
     for m in args.methods:
-        method_overrides(m)
+        try:
+            method_overrides(m)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     for d in args.dtypes:
         if d not in COMPUTE_DTYPES:
             raise SystemExit(f"unknown dtype {d!r}; accepted: {', '.join(COMPUTE_DTYPES)}")

@@ -15,8 +15,8 @@ B = 0.8 S teacher calls once for the whole sweep. Rerunning the same command ski
   python experiments/report.py results/c100_resnet32
 
 Variants (`--methods`): any method name of `ckd_jax.train.methods` (its config defaults), or a
-named variant of VARIANTS below (a method plus config overrides), e.g. `ckd` (WACV: MSE, k=2)
-and `ckd_kl3` (first release: KL at T=4, k=3). `--list-variants` prints them.
+named variant of `ckd_jax.train.methods.VARIANTS` (a method plus config overrides), e.g.
+`ckd` (WACV: MSE, k=2) and `ckd_kl3` (first release: KL at T=4, k=3). `--list-variants` prints them.
 """
 
 from __future__ import annotations
@@ -32,46 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ckd_jax import results as R  # noqa: E402
 from ckd_jax.train.config import DistillConfig, apply_overrides  # noqa: E402
-
-# Named variants: the rows of the paper's tables and ablations as config overrides.
-VARIANTS: dict[str, dict] = {
-    "ce": {"method": "ce"},
-    "kd": {"method": "kd"},
-    "ckd": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "ckd_combine": "diff"},
-    "ckd_k3": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 3, "ckd_combine": "diff"},
-    "ckd_k4": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 4, "ckd_combine": "diff"},
-    "ckd_k6": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 6, "ckd_combine": "diff"},
-    "ckd_k8": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 8, "ckd_combine": "diff"},
-    "ckd_kl2": {"method": "ckd", "ckd_form": "kl", "pos_and_neg": 2, "ckd_combine": "diff"},
-    "ckd_kl3": {"method": "ckd", "ckd_form": "kl", "pos_and_neg": 3, "ckd_combine": "diff"},
-    "ckd_add": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "ckd_combine": "add"},
-    "ckd_interp": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2,
-                   "ckd_combine": "interp"},
-    "ckd_pool": {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "tuple_pool": 100000},
-    "mixup": {"method": "mixup"},
-    "mixup_kd": {"method": "mixup", "mix_soft": "kd"},
-    "mixup3": {"method": "mixup3"},
-    "cutmix": {"method": "cutmix"},
-    "rkd": {"method": "rkd"},
-    "dist": {"method": "dist"},
-    "crd": {"method": "crd"},
-}
+from ckd_jax.train.methods import VARIANTS, variant_overrides  # noqa: E402,F401
 
 # Config fields that do not change a cell's results (may differ between reruns).
 _NON_SEMANTIC = {"progress", "checkpoint_every", "out_dir", "logit_table_dir", "data_dir",
                  "data_path", "eval_batch_size", "teacher_checkpoint"}
-
-
-def variant_overrides(name: str) -> dict:
-    """Config overrides of a variant name (a VARIANTS entry or a plain method name)."""
-    from ckd_jax.train.methods import method_names
-
-    if name in VARIANTS:
-        return dict(VARIANTS[name])
-    if name in method_names():
-        return {"method": name}
-    raise ValueError(f"unknown variant {name!r}; accepted: named variants "
-                     f"{', '.join(VARIANTS)} or method names {', '.join(method_names())}")
 
 
 def load_base_config(spec: str | None) -> DistillConfig:

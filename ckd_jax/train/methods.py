@@ -420,6 +420,40 @@ def method_names() -> list[str]:
     return list(_BUILDERS)
 
 
+# Named variants: a method plus the config fields that make one row of the paper's tables
+# (used by experiments/sweep.py and experiments/benchmark.py).
+_CKD = {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "ckd_combine": "diff"}
+VARIANTS: dict[str, dict] = {
+    "ce": {"method": "ce"},
+    "kd": {"method": "kd"},
+    "ckd": dict(_CKD),  # the WACV release: MSE form, k = 2
+    "ckd_k2": dict(_CKD),
+    **{f"ckd_k{k}": {**_CKD, "pos_and_neg": k} for k in (3, 4, 6, 8)},
+    "ckd_kl2": {**_CKD, "ckd_form": "kl"},
+    "ckd_kl3": {**_CKD, "ckd_form": "kl", "pos_and_neg": 3},  # the first release
+    "ckd_add": {**_CKD, "ckd_combine": "add"},
+    "ckd_interp": {**_CKD, "ckd_combine": "interp"},
+    "ckd_pool": {**_CKD, "tuple_pool": 100000},
+    "mixup": {"method": "mixup"},
+    "mixup_kd": {"method": "mixup", "mix_soft": "kd"},
+    "mixup3": {"method": "mixup3"},
+    "cutmix": {"method": "cutmix"},
+    "rkd": {"method": "rkd"},
+    "dist": {"method": "dist"},
+    "crd": {"method": "crd"},
+}
+
+
+def variant_overrides(name: str, what: str = "variant") -> dict:
+    """Config overrides of a variant name (a VARIANTS entry or a plain method name)."""
+    if name in VARIANTS:
+        return dict(VARIANTS[name])
+    if name in _BUILDERS:
+        return {"method": name}
+    raise ValueError(f"unknown {what} {name!r}; accepted: named variants "
+                     f"{', '.join(VARIANTS)} or method names {', '.join(_BUILDERS)}")
+
+
 def build_method(cfg) -> Method:
     """The `Method` for a (validated) `DistillConfig`."""
     if cfg.method not in _BUILDERS:
