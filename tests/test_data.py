@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import shared_data_path  # tests/ is on sys.path
 
 from ckd_jax.data import (
     CIFAR10_CLASSES,
@@ -30,9 +31,6 @@ from ckd_jax.data import (
     sources,
     train_view,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
 
 
 def _rows(images_nhwc):
@@ -159,7 +157,7 @@ def test_cifar100_class_names_alphabetical():
 
 def test_cifar100_real_first20_images(tmp_path):
     """The 20 real CIFAR-100 test PNGs, written into an official-layout test pickle."""
-    folder = os.path.join(SHARED_DATA, "cifar100_test_first20")
+    folder = shared_data_path("cifar100_test_first20")
     files = sorted(os.listdir(folder), key=lambda f: int(f.split("_")[1]))
     assert len(files) == 20
     pngs, labels = [], []
@@ -194,7 +192,7 @@ def test_cifar_pickle_refuses_code(tmp_path):
 
 
 def test_cifar10_jpeg_real_sample():
-    path = os.path.join(SHARED_DATA, "cifar10_jpeg.npz")
+    path = shared_data_path("cifar10_jpeg.npz")
     with np.load(path) as z:
         offsets, labels = z["train_offsets"], z["train_labels"]
         idx = np.arange(0, 50000, 125)  # sorted by class: 40 per class
@@ -207,6 +205,25 @@ def test_cifar10_jpeg_real_sample():
     np.testing.assert_array_equal(np.bincount(labels, minlength=10), [5000] * 10)
     mean = images.reshape(-1, 3).mean(0) / 255.0
     np.testing.assert_allclose(mean, (0.4913, 0.4821, 0.4465), atol=0.03)
+
+
+def test_shared_data_missing_skips_or_fails_naming_the_path(tmp_path, monkeypatch):
+    import shared_data
+
+    monkeypatch.setattr(shared_data, "SHARED_DATA", str(tmp_path))
+    (tmp_path / "here.npz").write_bytes(b"")
+    monkeypatch.delenv(shared_data.REQUIRE_ENV, raising=False)
+    assert shared_data.shared_data_path("here.npz") == str(tmp_path / "here.npz")
+    missing = str(tmp_path / "absent.npz")
+    with pytest.raises(pytest.skip.Exception, match=re.escape(missing)):
+        shared_data.shared_data_path("absent.npz")
+    monkeypatch.setenv(shared_data.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=re.escape(missing)):
+        shared_data.shared_data_path("absent.npz")
+    assert shared_data.shared_data_path("here.npz") == str(tmp_path / "here.npz")
+    monkeypatch.setenv(shared_data.REQUIRE_ENV, "yes")
+    with pytest.raises(ValueError, match="'yes'.*expected 1"):
+        shared_data.shared_data_path("absent.npz")
 
 
 def _make_readonly_jpeg_npz(folder, rng, n=6):
