@@ -100,8 +100,15 @@ def main(argv=None):
     parser.add_argument("--cost-analysis", action="store_true",
                         help="also compile each model and print XLA's flop count")
     args = parser.parse_args(argv)
+    if args.num_classes < 1:
+        raise ValueError(f"--num-classes {args.num_classes} must be >= 1")
+    if args.size < 1:
+        raise ValueError(f"--size {args.size} must be >= 1")
     print(table(args.num_classes, args.size, args.cost_analysis))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from ckd_jax.cli import run_command  # a bad input: one line on stderr, exit status 2
+
+    sys.exit(run_command(main))

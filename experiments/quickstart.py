@@ -102,4 +102,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ckd_jax.cli import run_command  # a bad input: one line on stderr, exit status 2
+
+    sys.exit(run_command(main))

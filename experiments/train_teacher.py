@@ -100,15 +100,12 @@ def main(argv=None) -> int:
     try:
         config = config_from_args(args)
         config.validate()
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = train_teacher(config)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        # train_teacher raises these before creating the run directory.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except TypeError as e:  # a field of the wrong type: a bad argument too
+        raise ValueError(str(e)) from e
+    # Bad arguments raise ValueError / FileExistsError / FileNotFoundError before the run
+    # directory is created; the command line turns them into one line and exit status 2
+    # (ckd_jax.cli.run_command, below).
+    result = train_teacher(config)
     print(f"final test accuracy {result.test_acc:.4f} (top-5 {result.test_top5:.4f}); best "
           f"{result.best_test_acc:.4f} at epoch {result.best_epoch}; wall time "
           f"{result.wall_time_s:.1f} s; run dir {result.run_dir}")
@@ -116,4 +113,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ckd_jax.cli import run_command  # a bad input: one line on stderr, exit status 2
+
+    sys.exit(run_command(main))
