@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     if args.epochs is not None:
         base = base.replace(epochs=args.epochs)
     base = base.replace(progress=not args.quiet)
+    base.validate()  # a bad --epochs fails here, before the teacher is trained
+    if args.teacher_epochs < 1:
+        raise ValueError(f"--teacher-epochs {args.teacher_epochs} must be >= 1")
 
     teacher_dir = os.path.join(args.out, "teacher")
     teacher_summary = os.path.join(teacher_dir, "teacher.json")

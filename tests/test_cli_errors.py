@@ -26,7 +26,7 @@ CASES = [
      "unknown variant 'ckdx'; accepted: named variants ce, kd"),
     ("report.py", ["{tmp}/no_sweep_here", "--out", "{out}"], "no_sweep_here does not exist"),
     ("report.py", ["{tmp}/results.jsonl", "--out", "{out}"], "results.jsonl:2 is not a JSON line"),
-    ("quickstart.py", ["--variants", "ce,nope", "--out", "{out}"], "unknown variant 'nope'"),
+    ("quickstart.py", ["--epochs", "0", "--out", "{out}"], "epochs=0 must be >= 1"),
     ("train_teacher.py", ["--dataset", "nope", "--model", "tiny_cnn", "--out", "{out}"],
      "unknown dataset 'nope'; available: cifar10"),
     ("model_table.py", ["--num-classes", "0"], "--num-classes 0 must be >= 1"),
