@@ -136,7 +136,9 @@ class Checkpointer:
             # on '<step>.orbax-checkpoint-tmp'.)
             max_to_keep=None,
             # best_fn is only set so that orbax writes the metrics item; it decides nothing.
-            best_fn=self._metric_value_or_worst,
+            # Without keep_best no metrics are saved, and a best_fn would make orbax warn
+            # "Requested tracked_metric; did not provide metrics." at every save.
+            best_fn=self._metric_value_or_worst if keep_best else None,
             best_mode=best_mode,
             cleanup_tmp_directories=True,  # remove half-written saves of a killed process
         )

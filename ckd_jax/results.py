@@ -10,7 +10,10 @@ schedule, subset_size, budget (teacher-labelled samples per seed, B = 0.8 S), se
 teacher_calls (per seed; 0 for the CE-only student), test_top1_at_best_val,
 test_top5_at_best_val, best_val_top1, best_epoch, last_test_top1, last_test_top5,
 last_val_top1, plateaus, epochs_run, train_seconds (of the whole cell), overrides (the variant's
-config overrides). Accuracies are fractions in [0, 1] (None where undefined).
+config overrides), calibration ("none": accuracies on raw logits as in the paper; "table":
+calibrated logits, docs/calibration.md), and both evaluations whichever chose the weights
+(test_top1_at_best_val_raw / _calibrated, logit_offset_norm). Accuracies are fractions in
+[0, 1] (None where undefined).
 
 Aggregation rule (`aggregate`): for each (variant, subset_size), the learning rate is the one
 with the highest *mean validation* top-1 over seeds (`best_val_top1`); the reported number is the
@@ -29,10 +32,12 @@ from collections.abc import Iterable
 
 CELL_FILE = "cell.json"
 RESULTS_FILE = "results.jsonl"
+# The rows of one shard of a sharded sweep (`sweep.py --shard I/N`): each shard writes its own.
+SHARD_RESULTS_FILE = "results.shard-{i}-of-{n}.jsonl"
 
 # Summary keys copied onto every member row.
 _CELL_KEYS = ("method", "dataset", "teacher", "student", "schedule", "subset_size", "budget",
-              "train_seconds")
+              "train_seconds", "calibration")
 
 SELECTION_RULE = ("learning rate chosen per (method, budget) by the highest mean best-validation "
                   "top-1 over seeds; test accuracy is not used for the choice")
@@ -81,11 +86,16 @@ def cell_finished(cell_dir: str) -> bool:
         return bool(json.load(f).get("finished", False))
 
 
-def collect_rows(sweep_dir: str, finished_only: bool = True) -> list[dict]:
-    """Member rows of every cell under `sweep_dir` (cells sorted by directory name)."""
+def collect_rows(sweep_dir: str, finished_only: bool = True,
+                 names: Iterable[str] | None = None) -> list[dict]:
+    """Member rows of every cell under `sweep_dir` (cells sorted by directory name); only the
+    cells whose directory names are in `names` when given."""
+    names = None if names is None else set(names)
     rows = []
     for cell_path in sorted(glob.glob(os.path.join(sweep_dir, "*", CELL_FILE))):
         cell_dir = os.path.dirname(cell_path)
+        if names is not None and os.path.basename(cell_dir) not in names:
+            continue
         got = read_cell(cell_dir)
         if got is None:
             continue
@@ -107,18 +117,23 @@ def write_jsonl(rows: Iterable[dict], path: str) -> None:
 
 
 def read_results(path: str) -> list[dict]:
-    """Rows from a results.jsonl file, or from a sweep directory (its results.jsonl, else its
-    cells' summaries)."""
+    """Rows from a results.jsonl file, or from a sweep directory: the union of all its finished
+    cells' summaries (whichever shards ran them), else its results.jsonl, else the union of its
+    shards' results files (`SHARD_RESULTS_FILE`)."""
     if os.path.isdir(path):
-        file = os.path.join(path, RESULTS_FILE)
-        if os.path.exists(file):
-            path = file
-        else:
-            rows = collect_rows(path)
-            if not rows:
-                raise FileNotFoundError(f"{path} holds neither {RESULTS_FILE} nor finished "
-                                        f"cells (*/{CELL_FILE} + summary.json)")
+        rows = collect_rows(path)
+        if rows:
             return rows
+        file = os.path.join(path, RESULTS_FILE)
+        shard_files = sorted(glob.glob(os.path.join(
+            path, SHARD_RESULTS_FILE.format(i="*", n="*"))))
+        if not os.path.exists(file) and shard_files:
+            return [row for f in shard_files for row in read_results(f)]
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{path} holds neither finished cells (*/{CELL_FILE} + "
+                                    f"summary.json) nor {RESULTS_FILE} nor shard results "
+                                    f"({SHARD_RESULTS_FILE.format(i='I', n='N')})")
+        path = file
     if not os.path.exists(path):
         raise FileNotFoundError(f"results file {path} does not exist")
     rows = []
@@ -194,6 +209,8 @@ def aggregate(rows: Iterable[dict], metric: str = "test_top1_at_best_val",
             "lr": lr, "n_seeds": per_lr[lr]["n"], "seeds": per_lr[lr]["seeds"],
             "mean": per_lr[lr]["mean"], "std": per_lr[lr]["std"],
             "val_mean": per_lr[lr]["val_mean"], "per_lr": per_lr,
+            # the logits the accuracies are measured on (older rows: the paper's raw logits)
+            "calibration": first.get("calibration") or "none",
         })
     rank = {v: i for i, v in enumerate(order)}
     out.sort(key=lambda r: (rank[r["variant"]], r["subset_size"]))

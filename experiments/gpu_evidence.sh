@@ -34,7 +34,7 @@ else
   TEACHER=(--model resnet110 --recipe fast --epochs ${TEACHER_EPOCHS:-30})
   SWEEP=(--set max_epochs=${MAX_EPOCHS:-200} --set compute_dtype=bfloat16
          --subset-sizes 2000,6000 --seeds 1,2,3 --lrs 0.1,0.05,0.025
-         --methods ${METHODS:-ce,kd,ckd,ckd_kl3,mixup,cutmix,rkd,dist,crd})
+         --methods ${METHODS:-ce,kd,ckd,ckd_cal,ckd_kl3,mixup,cutmix,rkd,dist,crd})
 fi
 
 "$PY" -c "import jax; print('devices:', jax.devices(), 'jax', jax.__version__)"

@@ -14,9 +14,17 @@ B = 0.8 S teacher calls once for the whole sweep. Rerunning the same command ski
 
   python experiments/report.py results/c100_resnet32
 
+Across machines: `--shard I/N` (0 <= I < N) runs cell k of the name-sorted cells when
+k % N == I, so N jobs with the same command and I = 0..N-1 run every cell exactly once (a SLURM
+job array: docs/experiments.md). A shard resumes and skips like a whole sweep, touches only its
+own cells and writes its rows to `<out>/results.shard-I-of-N.jsonl` (never results.jsonl, which
+concurrent shards would clobber); report.py reads the union of all finished cells' summaries.
+Shards that need the same (seed, subset) logit table may both build it (written atomically).
+
 Variants (`--methods`): any method name of `ckd_jax.train.methods` (its config defaults), or a
 named variant of `ckd_jax.train.methods.VARIANTS` (a method plus config overrides), e.g.
-`ckd` (WACV: MSE, k=2) and `ckd_kl3` (first release: KL at T=4, k=3). `--list-variants` prints them.
+`ckd` (WACV: MSE, k=2), `ckd_cal` (the same, calibrated from the logit table,
+docs/calibration.md) and `ckd_kl3` (first release: KL at T=4, k=3). `--list-variants` prints them.
 """
 
 from __future__ import annotations
@@ -121,6 +129,32 @@ def check_teacher(cells: list[dict], teacher_given: bool) -> None:
                     f"logit table {pattern} in {cfg.logit_table_dir}")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"I/N"` -> (I, N), with N >= 1 and 0 <= I < N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r} must look like I/N (shard I of N, integers), e.g. "
+                         "0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need N >= 1 and 0 <= I < N (for N = {max(n, 1)}: "
+                         f"0/{max(n, 1)} .. {max(n, 1) - 1}/{max(n, 1)})")
+    return i, n
+
+
+def shard_cells(cells: list[dict], shard: tuple[int, int] | None) -> list[dict]:
+    """The cells of shard (I, N): cell k of the cells sorted by name when k % N == I (in plan
+    order), so the N shards together hold every cell exactly once; all cells for None."""
+    if shard is None:
+        return list(cells)
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: need N >= 1 and 0 <= I < N")
+    names = sorted(c["name"] for c in cells)
+    mine = {name for k, name in enumerate(names) if k % n == i}
+    return [c for c in cells if c["name"] in mine]
+
+
 def _write_cell_file(cell: dict) -> None:
     cfg = cell["config"]
     with open(os.path.join(cfg.out_dir, R.CELL_FILE), "w") as f:
@@ -133,21 +167,28 @@ def _fmt_acc(v) -> str:
 
 
 def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
-              log=print) -> list[dict]:
+              log=print, shard: tuple[int, int] | None = None) -> list[dict]:
     """Run (or skip, or resume) every cell, then rewrite `<out>/results.jsonl`.
 
     `cells` come from `plan_cells` (all sharing one out dir). A cell whose summary.json says
     finished=true is skipped; others call `run_distillation(resume=True)`. Returns the rows
     written to results.jsonl (every finished cell under the out dir, this sweep's or not).
+    With `shard=(I, N)` only that shard's cells (`shard_cells`) are checked and run, and their
+    rows go to `<out>/results.shard-I-of-N.jsonl` instead (results.jsonl is left alone).
     """
     from ckd_jax.train.distill import run_distillation
 
     if not cells:
         raise ValueError("no cells to run")
     out = os.path.dirname(cells[0]["config"].out_dir.rstrip(os.sep))
+    planned = len(cells)
+    cells = shard_cells(cells, shard)
     check_existing(cells)
     check_teacher(cells, teacher_variables is not None)
     os.makedirs(out, exist_ok=True)
+    if shard is not None:
+        log(f"shard {shard[0]}/{shard[1]}: {len(cells)} of {planned} cells "
+            f"({', '.join(c['name'] for c in cells) or 'none'})")
     t_sweep = time.time()
     calls = 0
     for i, cell in enumerate(cells, 1):
@@ -169,13 +210,17 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
         log(f"{tag}: done in {time.time() - t0:.1f} s (finished={summary['finished']}, "
             f"teacher calls this cell {summary.get('teacher_calls_this_run', 0)}, "
             f"best member test top-1 @ best val {_fmt_acc(best)})")
-    rows = R.collect_rows(out)
-    R.write_jsonl(rows, os.path.join(out, R.RESULTS_FILE))
+    if shard is None:
+        rows, results = R.collect_rows(out), os.path.join(out, R.RESULTS_FILE)
+    else:  # only this shard's cells: other shards may be writing theirs right now
+        rows = R.collect_rows(out, names=[c["name"] for c in cells])
+        results = os.path.join(out, R.SHARD_RESULTS_FILE.format(i=shard[0], n=shard[1]))
+    R.write_jsonl(rows, results)
     unfinished = [c["name"] for c in cells if not R.cell_finished(c["config"].out_dir)]
     if unfinished:
-        log(f"warning: unfinished cells left out of results.jsonl: {unfinished}")
+        log(f"warning: unfinished cells left out of {os.path.basename(results)}: {unfinished}")
     log(f"sweep done in {time.time() - t_sweep:.1f} s: {len(rows)} rows in "
-        f"{os.path.join(out, R.RESULTS_FILE)}; teacher calls this invocation: {calls}")
+        f"{results}; teacher calls this invocation: {calls}")
     return rows
 
 
@@ -203,6 +248,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="sweep directory, e.g. results/<name>")
     ap.add_argument("--devices", type=int, default=None,
                     help="local devices for data parallelism (default: all)")
+    ap.add_argument("--shard", metavar="I/N", default=None,
+                    help="run only shard I of N (0 <= I < N): cell k of the name-sorted cells "
+                         "when k %% N == I; for N machines or a job array")
     ap.add_argument("--dry-run", action="store_true", help="print the cells and exit")
     ap.add_argument("--list-variants", action="store_true", help="print the variants and exit")
     args = ap.parse_args(argv)
@@ -216,6 +264,7 @@ def main(argv=None) -> int:
         return 0
     if not args.methods or not args.out:
         ap.error("--methods and --out are required")
+    shard = parse_shard(args.shard) if args.shard is not None else None
     base = apply_overrides(load_base_config(args.config), args.set)
     variants = [v.strip() for v in args.methods.split(",") if v.strip()]
     cells = plan_cells(base, variants, args.subset_sizes, args.seeds, args.lrs, args.out,
@@ -224,7 +273,10 @@ def main(argv=None) -> int:
         if any(s.startswith(f"{key}=") for s in args.set):
             print(f"note: --set {key}=... is overridden by the variants that set {key}")
     if args.dry_run:
-        for c in cells:
+        if shard is not None:
+            print(f"shard {shard[0]}/{shard[1]}: {len(shard_cells(cells, shard))} of "
+                  f"{len(cells)} cells")
+        for c in shard_cells(cells, shard):
             cfg = c["config"]
             state = "finished" if R.cell_finished(cfg.out_dir) else "to run"
             print(f"{c['name']:24s} {state:9s} {c['overrides']} seeds={list(cfg.seeds)} "
@@ -233,7 +285,7 @@ def main(argv=None) -> int:
 
     from ckd_jax.train.student import make_mesh
 
-    run_sweep(cells, mesh=make_mesh(args.devices))
+    run_sweep(cells, mesh=make_mesh(args.devices), shard=shard)
     print(f"next: python experiments/report.py {args.out}")
     return 0
 

@@ -5,6 +5,12 @@ state or parameters (CRD memory banks, feature regressors) they are explicit inp
 See docs/losses.md for formulas, references and default weights.
 """
 
+from .calibration import (
+    apply_logit_offset,
+    estimate_logit_offset,
+    find_head_bias,
+    fold_offset_into_head,
+)
 from .ckd import ckd_loss, ckd_terms, compare_groups, split_groups
 from .kd import cross_entropy, kd_loss, soft_cross_entropy
 from .mixing import (
@@ -37,6 +43,10 @@ from .whitebox import (
 )
 
 __all__ = [
+    "apply_logit_offset",
+    "estimate_logit_offset",
+    "find_head_bias",
+    "fold_offset_into_head",
     "CCEmbed",
     "HintRegressor",
     "VIDRegressor",

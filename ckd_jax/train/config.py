@@ -18,6 +18,7 @@ SCHEDULES = ("plateau", "cosine")
 GROUP_FORWARDS = ("separate", "joint")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 TEACHER_VIEWS = ("augmented", "clean")
+CALIBRATIONS = ("none", "table")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class DistillConfig:
     w_kd: float = 1.0  # weight of the KD term for KD-based baselines
     w_rel: float = 1.0  # weight of CKD's relative (teacher) term
     w_extra: float | None = None  # weight of a baseline's own term; None = the paper's value
+    # CKD's loss is blind to one offset shared by all student logits (docs/calibration.md).
+    # w_anchor > 0 (CKD only) adds w_anchor * mean_c (mean_batch s - mean_batch t)^2 over the
+    # tuple members, pinning that offset during training (an in-training alternative).
+    w_anchor: float = 0.0
     mix_soft: str = "ce"  # mixing baselines: "ce" (soft CE at T=1) or "kd" (KD at T)
     crd_negatives: int = 16384
     crd_feat_dim: int = 128
@@ -86,6 +91,12 @@ class DistillConfig:
     max_lr_drops: int = 3
     max_epochs: int = 1000
     eval_batch_size: int = 500
+    # "none": validation and test on raw logits (the paper). "table": before every validation
+    # each member's logit offset is estimated on its own teacher-labelled images and their
+    # cached teacher logits (no teacher call, no validation or test data) and subtracted, so
+    # model selection and the reported accuracy use calibrated logits. Under "none" the
+    # calibrated accuracy is still logged as a diagnostic (docs/calibration.md).
+    calibration: str = "none"
 
     # --- output ------------------------------------------------------------------------------
     out_dir: str | None = None
@@ -134,6 +145,19 @@ class DistillConfig:
         choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         choice("epoch_loop", self.epoch_loop, ("auto", "scan", "python"))
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
+        choice("calibration", self.calibration, CALIBRATIONS)
+        if self.calibration == "table":
+            from ckd_jax.train.methods import build_method
+
+            if not build_method(self).uses_teacher:
+                raise ValueError(
+                    f"calibration='table' needs a logit table, but method={self.method!r} "
+                    "makes no teacher call and has none; use calibration='none'")
+        if not self.w_anchor >= 0:
+            raise ValueError(f"w_anchor={self.w_anchor} must be >= 0")
+        if self.w_anchor > 0 and self.method != "ckd":
+            raise ValueError(f"w_anchor={self.w_anchor} applies to method='ckd' only, got "
+                             f"method={self.method!r}; set w_anchor=0")
         if self.pos_and_neg < 2:
             raise ValueError(f"pos_and_neg={self.pos_and_neg} must be >= 2 (one positive and "
                              "one negative group member at least)")

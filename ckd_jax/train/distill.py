@@ -228,6 +228,27 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def _calibration_summary(protocol: PlateauProtocol, i: int, calibrated: bool, best_offset,
+                         has_table: bool) -> dict:
+    """Both evaluations of member i (raw logits and calibrated), whichever chose the weights,
+    and the logit offset kept with the best weights (None without a logit table)."""
+    f = lambda a: float(a[i]) if np.isfinite(a[i]) else None
+    chosen = (f(protocol.best_test), f(protocol.last_test))
+    other = (f(protocol.best_alt), f(protocol.last_alt))
+    (raw_best, raw_last), (cal_best, cal_last) = ((other, chosen) if calibrated
+                                                  else (chosen, other))
+    offset = np.asarray(best_offset[i], np.float64)
+    return {
+        "selected_on": "calibrated" if calibrated else "raw",
+        "test_top1_at_best_val_raw": raw_best,
+        "test_top1_at_best_val_calibrated": cal_best,
+        "last_test_top1_raw": raw_last,
+        "last_test_top1_calibrated": cal_last,
+        "logit_offset": offset.tolist() if has_table else None,
+        "logit_offset_norm": float(np.linalg.norm(offset)) if has_table else None,
+    }
+
+
 def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
                      teacher_apply=None, teacher_variables=None,
                      stop_after_epochs: int | None = None) -> dict:
@@ -297,15 +318,22 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     state = put(S.init_state(model, method, member_keys, jnp.asarray(base_lrs), sample_shape,
                              prep.num_classes, n_train, teacher_feature_shapes=t_shapes))
     # A copy: `state` is donated to the compiled epoch, the best weights must not alias it.
-    best = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+    # The best slot also keeps the logit offset measured with those weights (calibration).
+    no_offset = jnp.zeros((len(members), prep.num_classes), jnp.float32)
+    best = put(jax.tree.map(jnp.copy, (state.params, state.batch_stats, no_offset)))
     protocol = PlateauProtocol(len(members), schedule=cfg.schedule, patience=cfg.patience,
                                max_plateaus=cfg.max_lr_drops, max_epochs=cfg.max_epochs,
                                epochs=cfg.epochs)
 
     eval_bs = -(-cfg.eval_batch_size // mesh.size) * mesh.size
     train_epoch = S.make_train_epoch(model, method, spec, mesh, loop=cfg.epoch_loop)
-    eval_val = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=False)
-    eval_test = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=True)
+    eval_val = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=False, calibrated=True)
+    eval_test = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=True, calibrated=True)
+    # Calibration (docs/calibration.md): each member's offset from its own teacher-labelled
+    # images and logit table; computed under "none" too, as a logged diagnostic.
+    logit_offset = (S.make_logit_offset(model, spec, mesh, eval_bs) if method.uses_teacher
+                    else None)
+    calibrated = cfg.calibration == "table"
     select = jax.jit(S.tree_select)
 
     ckpt = None
@@ -350,20 +378,32 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
         epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(member_keys, protocol.epoch)
         active = jnp.asarray(protocol.active)
         state, train_metrics = train_epoch(state, data, epoch_keys, active)
-        v1, v5 = eval_val(state.params["student"], state.batch_stats, val_x, val_y)
-        t1, t5 = eval_test(state.params["student"], state.batch_stats, test_x, test_y)
-        v1, v5, t1, t5 = (np.asarray(a, np.float64) for a in (v1, v5, t1, t5))
+        student = state.params["student"]
+        offset = (logit_offset(student, state.batch_stats, data.images, data.teacher_logits)
+                  if logit_offset is not None else no_offset)
+        acc = dict(zip(("val_top1", "val_top5", "val_top1_calibrated", "val_top5_calibrated"),
+                       eval_val(student, state.batch_stats, val_x, val_y, offset)))
+        acc.update(zip(("test_top1", "test_top5", "test_top1_calibrated",
+                        "test_top5_calibrated"),
+                       eval_test(student, state.batch_stats, test_x, test_y, offset)))
+        acc = {k: np.asarray(v, np.float64) for k, v in acc.items()}
+        if logit_offset is None:  # no table, no calibrated figure
+            acc.update({k: np.full(len(members), np.nan) for k in acc if "calibrated" in k})
+        sel, alt = ("_calibrated", "") if calibrated else ("", "_calibrated")
+        v1, v5, t1, t5 = (acc[f"{k}{sel}"] for k in ("val_top1", "val_top5", "test_top1",
+                                                      "test_top5"))
         was_active = protocol.active.copy()
-        decision = protocol.update(v1, t1, t5, v5)
+        decision = protocol.update(v1, t1, t5, v5, alt_test=acc[f"test_top1{alt}"])
         if decision.improved.any():
-            best = select(jnp.asarray(decision.improved), (state.params, state.batch_stats),
-                          best)
+            best = select(jnp.asarray(decision.improved),
+                          (state.params, state.batch_stats, offset), best)
         if decision.reload.any():
             r = jnp.asarray(decision.reload)
-            params, stats = select(r, best, (state.params, state.batch_stats))
+            params, stats = select(r, best[:2], (state.params, state.batch_stats))
             state = state._replace(params=params, batch_stats=stats,
                                    lr=jnp.where(r, state.lr * 0.1, state.lr))
         train_metrics = jax.tree.map(np.asarray, train_metrics)
+        offset_norm = np.linalg.norm(np.asarray(offset), axis=-1)
         if metrics_path is not None:
             with open(metrics_path, "a") as f:
                 for i, (seed, lr) in enumerate(members):
@@ -371,8 +411,10 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                         continue
                     row = {"epoch": protocol.epoch, "member": i, "seed": seed, "lr": lr,
                            "lr_now": float(lr * protocol.lr_scale[i]),
-                           "val_top1": v1[i], "val_top5": v5[i], "test_top1": t1[i],
-                           "test_top5": t5[i], "best_val_top1": protocol.best_val[i],
+                           **{k: v[i] for k, v in acc.items()},
+                           "selection": "calibrated" if calibrated else "raw",
+                           "logit_offset_norm": float(offset_norm[i]),
+                           "best_val_top1": protocol.best_val[i],
                            "test_top1_at_best_val": protocol.best_test[i],
                            **{f"train_{k}": float(v[i]) for k, v in train_metrics.items()}}
                     f.write(json.dumps(row, default=_json_default) + "\n")
@@ -400,9 +442,12 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
         "budget": int(n_train), "teacher_calls_this_run": int(teacher_calls),
         "finished": bool(protocol.done), "train_seconds": wall,
         "steps_per_epoch": steps, "devices": mesh.size,
+        "calibration": cfg.calibration,
         "members": [{"seed": seed, "lr": lr,
                      "teacher_calls": int(n_train) if method.uses_teacher else 0,
-                     **protocol.summary(i)} for i, (seed, lr) in enumerate(members)],
+                     **protocol.summary(i), **_calibration_summary(protocol, i, calibrated,
+                                                                   best[2], method.uses_teacher)}
+                    for i, (seed, lr) in enumerate(members)],
     }
     if cfg.out_dir is not None:
         tmp = os.path.join(cfg.out_dir, "summary.json.tmp")

@@ -146,12 +146,23 @@ def _build_ckd(cfg) -> Method:
 
     def loss(x: LossInputs):
         total, metrics, _ = _ckd_core(x, cfg, n_pos)
+        if cfg.w_anchor:
+            # The loss above is blind to a shift shared by all student logits; this pins it by
+            # matching the batch mean of the student's logits to the teacher's (same samples).
+            gap = (jnp.mean(x.logits.reshape(-1, x.logits.shape[-1]), axis=0)
+                   - jnp.mean(x.teacher_logits.reshape(-1, x.logits.shape[-1]), axis=0))
+            anchor = jnp.mean(jnp.square(gap))
+            total = total + cfg.w_anchor * anchor
+            metrics = {**metrics, "ckd_anchor": anchor}
         return total, x.extra_state, metrics
 
+    hyper = {"k": cfg.pos_and_neg, "form": cfg.ckd_form, "combine": cfg.ckd_combine,
+             "w_cls": cfg.w_cls, "w_rel": cfg.w_rel}
+    if cfg.w_anchor:
+        hyper["w_anchor"] = cfg.w_anchor
     return Method("ckd", "tuple", loss, tuple_size=cfg.pos_and_neg, n_pos=n_pos,
                   description="comparative KD on group-mean differences (Wilf et al.)",
-                  hyper={"k": cfg.pos_and_neg, "form": cfg.ckd_form,
-                         "combine": cfg.ckd_combine, "w_cls": cfg.w_cls, "w_rel": cfg.w_rel})
+                  hyper=hyper)
 
 
 def _mixing_builder(name: str, transform: Callable, description: str):
@@ -434,6 +445,10 @@ VARIANTS: dict[str, dict] = {
     "ckd_add": {**_CKD, "ckd_combine": "add"},
     "ckd_interp": {**_CKD, "ckd_combine": "interp"},
     "ckd_pool": {**_CKD, "tuple_pool": 100000},
+    # CKD with the shared logit offset handled (docs/calibration.md): calibrated from the logit
+    # table before every validation (no teacher call), or pinned during training.
+    "ckd_cal": {**_CKD, "calibration": "table"},
+    "ckd_anchor": {**_CKD, "w_anchor": 1.0},
     "mixup": {"method": "mixup"},
     "mixup_kd": {"method": "mixup", "mix_soft": "kd"},
     "mixup3": {"method": "mixup3"},

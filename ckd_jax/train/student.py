@@ -328,51 +328,103 @@ def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh, loop: st
     return jax.jit(jax.vmap(member_epoch), donate_argnums=(0,))
 
 
-def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_images: bool):
+def _chunked(images, labels, batch_size: int):
+    """Pad [N, ...] images / [N] labels to whole chunks: ([n, B, ...], [n, B]); pad label -1."""
+    n = images.shape[0]
+    chunks = math.ceil(n / batch_size)
+    pad = chunks * batch_size - n
+    images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+    labels = jnp.pad(labels, (0, pad), constant_values=-1)
+    return (images.reshape((chunks, batch_size) + images.shape[1:]),
+            labels.reshape(chunks, batch_size))
+
+
+def _make_eval_logits(model, spec: StepSpec, mesh: Mesh):
+    """`(variables, uint8 images [B, H, W, C]) -> float32 logits [B, C]`: eval mode (running
+    statistics), clean view (centre crop where the dataset has one), sharded over the mesh."""
+    batch_sharding = NamedSharding(mesh, P("data"))
+
+    def logits_of(variables, x):
+        if spec.eval_crop is not None and spec.eval_crop != x.shape[1]:
+            x = center_crop(x, spec.eval_crop)
+        x = jax.lax.with_sharding_constraint(normalize(x, spec.mean, spec.std), batch_sharding)
+        if spec.compute_dtype == "bfloat16":
+            x = x.astype(jnp.bfloat16)
+            variables = jax.tree.map(lambda p: p.astype(jnp.bfloat16), variables)
+        return model.apply(variables, x, train=False).astype(jnp.float32)
+
+    return logits_of
+
+
+def _variables(params, batch_stats) -> dict:
+    return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_images: bool,
+                  calibrated: bool = False):
     """Compiled `(params, batch_stats, images u8, labels) -> (top1 [M], top5 [M])` fractions.
 
     images/labels are [M, N, ...] per member (validation) or shared [N, ...] (test) when
     `shared_images`. Evaluation is in eval mode (running statistics), on the clean view (centre
     crop where the dataset has one), in chunks of `batch_size` sharded over the mesh.
-    """
-    batch_sharding = NamedSharding(mesh, P("data"))
 
-    def member_eval(params, batch_stats, images, labels):
+    With `calibrated=True` the function takes a fifth argument, each member's logit offset
+    [M, C] (`make_logit_offset`), and returns (top1, top5, top1_cal, top5_cal): the raw
+    accuracies and those of the calibrated logits `logits - offset`, from one forward pass.
+    """
+    logits_of = _make_eval_logits(model, spec, mesh)
+
+    def counts(logits, y):
+        top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+        hit = top == y[:, None]
+        valid = y >= 0
+        return jnp.stack([jnp.sum(hit[:, 0] & valid), jnp.sum(jnp.any(hit, axis=1) & valid)])
+
+    def member_eval(params, batch_stats, images, labels, offset):
         n = images.shape[0]
-        chunks = math.ceil(n / batch_size)
-        pad = chunks * batch_size - n
-        images = jnp.pad(images, ((0, pad),) + ((0, 0),) * 3)
-        labels = jnp.pad(labels, (0, pad), constant_values=-1)
-        images = images.reshape((chunks, batch_size) + images.shape[1:])
-        labels = labels.reshape(chunks, batch_size)
-        variables = {"params": params}
-        if batch_stats:
-            variables["batch_stats"] = batch_stats
+        variables = _variables(params, batch_stats)
 
         def chunk(carry, xy):
             x, y = xy
-            if spec.eval_crop is not None and spec.eval_crop != x.shape[1]:
-                x = center_crop(x, spec.eval_crop)
-            x = jax.lax.with_sharding_constraint(normalize(x, spec.mean, spec.std),
-                                                 batch_sharding)
-            if spec.compute_dtype == "bfloat16":
-                x = x.astype(jnp.bfloat16)
-                v = jax.tree.map(lambda p: p.astype(jnp.bfloat16), variables)
-            else:
-                v = variables
-            logits = model.apply(v, x, train=False).astype(jnp.float32)
-            top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-            hit = top == y[:, None]
-            valid = y >= 0
-            c1 = jnp.sum(hit[:, 0] & valid)
-            c5 = jnp.sum(jnp.any(hit, axis=1) & valid)
-            return (carry[0] + c1, carry[1] + c5), None
+            logits = logits_of(variables, x)
+            c = counts(logits, y)
+            if offset is not None:
+                c = jnp.concatenate([c, counts(logits - offset, y)])
+            return carry + c, None
 
-        (c1, c5), _ = jax.lax.scan(chunk, (jnp.int32(0), jnp.int32(0)), (images, labels))
-        return c1 / n, c5 / n
+        width = 2 if offset is None else 4
+        total, _ = jax.lax.scan(chunk, jnp.zeros(width, jnp.int32),
+                                _chunked(images, labels, batch_size))
+        return tuple(total[i] / n for i in range(width))
 
-    axes = (0, 0, None, None) if shared_images else (0, 0, 0, 0)
-    return jax.jit(jax.vmap(member_eval, in_axes=axes))
+    data_axes = (None, None) if shared_images else (0, 0)
+    if calibrated:
+        return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, *data_axes, 0)))
+    return jax.jit(jax.vmap(lambda p, b, x, y: member_eval(p, b, x, y, None),
+                            in_axes=(0, 0, *data_axes)))
+
+
+def make_logit_offset(model, spec: StepSpec, mesh: Mesh, batch_size: int):
+    """Compiled `(params, batch_stats, images u8 [M, n, ...], teacher_logits [M, n, C]) ->
+    offset [M, C]`: each member's shared logit offset (`ckd_jax.losses.estimate_logit_offset`)
+    between its eval-mode, clean-view logits on its own teacher-labelled images and their cached
+    teacher logits. No teacher call; the images are the member's training rows only."""
+    from ckd_jax.losses.calibration import estimate_logit_offset
+
+    logits_of = _make_eval_logits(model, spec, mesh)
+
+    def member_offset(params, batch_stats, images, teacher_logits):
+        variables = _variables(params, batch_stats)
+        labels = jnp.zeros(images.shape[0], jnp.int32)
+        xs, ys = _chunked(images, labels, batch_size)
+        _, logits = jax.lax.scan(lambda c, x: (c, logits_of(variables, x)), None, xs)
+        n_pad = xs.shape[0] * xs.shape[1]
+        logits = logits.reshape(n_pad, -1)
+        teacher = jnp.pad(teacher_logits.astype(jnp.float32),
+                          ((0, n_pad - teacher_logits.shape[0]), (0, 0)))
+        return estimate_logit_offset(logits, teacher, mask=ys.reshape(-1) >= 0)
+
+    return jax.jit(jax.vmap(member_offset))
 
 
 def student_feature_shapes(model, sample_shape: tuple) -> list[tuple[int, ...]]:
