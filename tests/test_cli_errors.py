@@ -24,6 +24,8 @@ CASES = [
      "missing_config.py does not exist"),
     ("sweep.py", ["--config", DIGITS, "--methods", "ce,ckdx", "--out", "{out}"],
      "unknown variant 'ckdx'; accepted: named variants ce, kd"),
+    ("sweep.py", ["--config", DIGITS, "--methods", "ce", "--shard", "2/2", "--out", "{out}"],
+     "--shard '2/2': need N >= 1 and 0 <= I < N"),
     ("report.py", ["{tmp}/no_sweep_here", "--out", "{out}"], "no_sweep_here does not exist"),
     ("report.py", ["{tmp}/results.jsonl", "--out", "{out}"], "results.jsonl:2 is not a JSON line"),
     ("quickstart.py", ["--epochs", "0", "--out", "{out}"], "epochs=0 must be >= 1"),
