@@ -43,8 +43,9 @@ from ckd_jax.train.config import DistillConfig, apply_overrides  # noqa: E402
 from ckd_jax.train.methods import VARIANTS, variant_overrides  # noqa: E402,F401
 
 # Config fields that do not change a cell's results (may differ between reruns).
-_NON_SEMANTIC = {"progress", "checkpoint_every", "out_dir", "logit_table_dir", "data_dir",
-                 "data_path", "eval_batch_size", "teacher_checkpoint"}
+_NON_SEMANTIC = {"progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every",
+                 "out_dir", "logit_table_dir", "data_dir", "data_path", "eval_batch_size",
+                 "teacher_checkpoint"}
 
 
 def load_base_config(spec: str | None) -> DistillConfig:

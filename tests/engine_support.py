@@ -12,7 +12,7 @@ from ckd_jax.train.config import DistillConfig
 TINY = dict(dataset="digits", subset_size=80, student="tiny_cnn", student_kwargs={"width": 4},
             teacher="tiny_cnn", teacher_kwargs={"width": 4}, batch_size=16,
             learning_rates=(0.05,), seeds=(1,), schedule="cosine", eval_batch_size=120,
-            progress=False)
+            progress=False, checkpoint_seconds=0.0)  # checkpoints by epoch count only
 
 
 def tiny_config(**overrides) -> DistillConfig:

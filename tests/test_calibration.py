@@ -167,7 +167,8 @@ def _numpy_offset(cfg, summary, member):
 
 
 def test_diagnostic_under_none_and_selection_under_table(tmp_path, teacher):
-    cfgs = {c: _cfg(tmp_path, out_dir=str(tmp_path / c), calibration=c) for c in ("none", "table")}
+    cfgs = {c: _cfg(tmp_path, out_dir=str(tmp_path / c), calibration=c, eval_test_every=1)
+            for c in ("none", "table")}
     none, table = (_run(cfgs[c], teacher) for c in ("none", "table"))
     # Calibration never touches training: same final weights (cosine, no reloads).
     for a, b in zip(jax.tree.leaves(none["_final"]["state"].params),

@@ -172,3 +172,23 @@ def test_scan_and_python_epoch_loops_agree(tmp_path, teacher):
                     _leaves(runs["python"]["_final"]["state"])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert runs["scan"]["_final"]["compiles"] == runs["python"]["_final"]["compiles"] == 1
+
+
+def test_kill_between_checkpoints_replays_to_the_same_result(tmp_path, teacher):
+    """Checkpoints every 2 pseudo-epochs, killed after 3: the rerun restores epoch 2, drops the
+    metrics row of epoch 3 and recomputes it, and ends exactly where an uninterrupted run does."""
+    tables = str(tmp_path / "tables")
+    cfg = _cfg(epochs=4, logit_table_dir=tables, out_dir=str(tmp_path / "full"),
+               checkpoint_every=2)
+    full = _run(cfg, teacher, mesh=make_mesh(1))
+    cut = cfg.replace(out_dir=str(tmp_path / "cut"))
+    _run(cut, teacher, mesh=make_mesh(1), stop_after_epochs=3)
+    rows = lambda d: [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows(cut.out_dir)] == [1, 2, 3]
+    assert sorted(os.listdir(os.path.join(cut.out_dir, "checkpoints"))) == ["2"]
+    resumed = _run(cut, teacher, mesh=make_mesh(1))
+    for a, b in zip(_leaves((full["_final"]["state"], full["_final"]["best"])),
+                    _leaves((resumed["_final"]["state"], resumed["_final"]["best"]))):
+        np.testing.assert_array_equal(a, b)
+    assert rows(cfg.out_dir) == rows(cut.out_dir)
+    assert full["members"] == resumed["members"]

@@ -100,7 +100,15 @@ class DistillConfig:
 
     # --- output ------------------------------------------------------------------------------
     out_dir: str | None = None
-    checkpoint_every: int = 1  # pseudo-epochs between checkpoints (0: never)
+    # A checkpoint is written after a pseudo-epoch once at least `checkpoint_every` pseudo-epochs
+    # (0: never) and `checkpoint_seconds` of wall time have passed since the last one, and at
+    # the end. A killed run reruns the pseudo-epochs since then and gets the same result.
+    checkpoint_every: int = 1
+    checkpoint_seconds: float = 60.0
+    # Test accuracy: measured once per member at the end, on the best-validation weights (the
+    # reported figure) and on the last weights. eval_test_every = N > 0 also logs a test curve
+    # every N pseudo-epochs in metrics.jsonl (it never takes part in any decision).
+    eval_test_every: int = 0
     progress: bool = True
 
     # ---------------------------------------------------------------------------------------
@@ -173,6 +181,11 @@ class DistillConfig:
         for name in ("batch_size", "epochs", "patience", "max_epochs", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("checkpoint_every", "eval_test_every"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0: never)")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds={self.checkpoint_seconds} must be >= 0")
         if self.max_lr_drops < 0:
             raise ValueError(f"max_lr_drops={self.max_lr_drops} must be >= 0")
         if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):

@@ -6,10 +6,13 @@
      teacher only if a table is missing, and fails on any mismatch *before* writing anything;
   3. creates the output directory, builds the missing tables (the only teacher calls);
   4. puts each member's uint8 images, labels and logit-table rows on the device(s) once;
-  5. trains: one compiled pseudo-epoch per call, evaluation and the protocol in between,
-     a checkpoint after each pseudo-epoch (resumable), metrics as JSON lines;
-  6. writes `summary.json` (per member: test top-1/top-5 at the best validation point and at
-     the last epoch, teacher calls) and returns it.
+  5. trains (`_train`): one compiled pseudo-epoch per call; between calls only what the protocol
+     needs: the logit offset (calibration, from the member's own logit table) and validation,
+     the protocol's decision, a metrics line per member, and a checkpoint once per
+     `checkpoint_seconds` (resumable: a killed run reruns the epochs since, identically);
+  6. tests the best-validation weights (the paper's figure) and the last weights once, writes
+     `summary.json` (per member: test top-1/top-5 at the best validation point and at the last
+     epoch, raw and calibrated, the logit offset, teacher calls) and returns it.
 
 Output directory layout: config.json, metrics.jsonl, summary.json, checkpoints/, and
 logit_tables/ (unless `logit_table_dir` points elsewhere).
@@ -37,6 +40,8 @@ from ckd_jax.train import student as S
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.methods import Method, build_method
 from ckd_jax.train.protocol import PlateauProtocol
+
+Array = jax.Array
 
 
 @dataclass
@@ -228,30 +233,9 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def _calibration_summary(protocol: PlateauProtocol, i: int, calibrated: bool, best_offset,
-                         has_table: bool) -> dict:
-    """Both evaluations of member i (raw logits and calibrated), whichever chose the weights,
-    and the logit offset kept with the best weights (None without a logit table)."""
-    f = lambda a: float(a[i]) if np.isfinite(a[i]) else None
-    chosen = (f(protocol.best_test), f(protocol.last_test))
-    other = (f(protocol.best_alt), f(protocol.last_alt))
-    (raw_best, raw_last), (cal_best, cal_last) = ((other, chosen) if calibrated
-                                                  else (chosen, other))
-    offset = np.asarray(best_offset[i], np.float64)
-    return {
-        "selected_on": "calibrated" if calibrated else "raw",
-        "test_top1_at_best_val_raw": raw_best,
-        "test_top1_at_best_val_calibrated": cal_best,
-        "last_test_top1_raw": raw_last,
-        "last_test_top1_calibrated": cal_last,
-        "logit_offset": offset.tolist() if has_table else None,
-        "logit_offset_norm": float(np.linalg.norm(offset)) if has_table else None,
-    }
-
-
 def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
                      teacher_apply=None, teacher_variables=None,
-                     stop_after_epochs: int | None = None) -> dict:
+                     stop_after_epochs: int | None = None, on_epoch=None) -> dict:
     """Train the population described by `config`; returns the summary dict.
 
     Args:
@@ -262,7 +246,9 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
       teacher_apply, teacher_variables: a teacher given in memory instead of
         `config.teacher_checkpoint` (used only to build missing logit tables).
       stop_after_epochs: end this call after that many pseudo-epochs even if the protocol goes
-        on (simulates an interruption; the checkpoint lets a later call resume).
+        on, saving nothing more (simulates a kill; a later call resumes from the checkpoint).
+      on_epoch: optional `f(epoch)` called after each pseudo-epoch has been fully handled
+        (evaluation, protocol, logging, checkpoint), e.g. to time the whole loop.
     """
     mesh = S.make_mesh() if mesh is None else mesh
     prep = _Prepared(config, mesh, teacher_apply, teacher_variables)
@@ -280,120 +266,243 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
         raise
     host_data, val_images, val_labels = prep.member_data()
     return _train(prep, host_data, val_images, val_labels, teacher_calls, resume,
-                  stop_after_epochs)
+                  stop_after_epochs, on_epoch)
+
+
+def _step_spec(cfg: DistillConfig, prep: _Prepared, n_train: int) -> S.StepSpec:
+    """The static facts the compiled step is specialised on."""
+    d = prep.spec
+    steps = S.steps_per_pseudo_epoch(n_train, cfg.batch_size)
+    return S.StepSpec(
+        batch_size=cfg.batch_size, steps_per_epoch=steps, n_train=n_train,
+        crop_size=d.crop_size, padding=d.padding, flip=d.flip, mean=tuple(d.mean),
+        std=tuple(d.std), eval_crop=d.eval_crop, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, schedule=cfg.schedule, total_steps=steps * cfg.epochs,
+        compute_dtype=cfg.compute_dtype, group_forward=cfg.group_forward,
+        has_remainder=cfg.labelled_remainder, remainder_weight=cfg.remainder_weight,
+        use_pool=bool(cfg.tuple_pool))
+
+
+_ACC_KEYS = ("top1", "top5", "top1_calibrated", "top5_calibrated")
+
+
+class _Evaluator:
+    """Compiled evaluation of every member: the logit offset (calibration, from the member's
+    own teacher-labelled images and logit table), validation, and test; accuracies as NumPy.
+
+    Keys of the returned dicts: `{split}_top1`, `{split}_top5` (raw logits) and the same with
+    `_calibrated` (NaN for a method without a logit table, which has no offset).
+    """
+
+    def __init__(self, model, spec, mesh, cfg: DistillConfig, method: Method, num_members: int,
+                 num_classes: int):
+        bs = -(-cfg.eval_batch_size // mesh.size) * mesh.size  # whole batches per device
+        self._val = S.make_evaluate(model, spec, mesh, bs, shared_images=False, calibrated=True)
+        self._test = S.make_evaluate(model, spec, mesh, bs, shared_images=True, calibrated=True)
+        self._offset = (S.make_logit_offset(model, spec, mesh, bs) if method.uses_teacher
+                        else None)
+        self.has_offset = self._offset is not None
+        self.no_offset = jnp.zeros((num_members, num_classes), jnp.float32)
+
+    def offset(self, params, batch_stats, data) -> Array:
+        if self._offset is None:
+            return self.no_offset
+        return self._offset(params["student"], batch_stats, data.images, data.teacher_logits)
+
+    def _named(self, split: str, values) -> dict:
+        acc = {f"{split}_{k}": np.asarray(v, np.float64) for k, v in zip(_ACC_KEYS, values)}
+        if not self.has_offset:  # no table, no calibrated figure
+            acc.update({k: np.full_like(v, np.nan) for k, v in acc.items() if "calib" in k})
+        return acc
+
+    def val(self, params, batch_stats, offset, x, y) -> dict:
+        return self._named("val", self._val(params["student"], batch_stats, x, y, offset))
+
+    def test(self, params, batch_stats, offset, x, y) -> dict:
+        return self._named("test", self._test(params["student"], batch_stats, x, y, offset))
+
+
+class _RunFiles:
+    """The run directory: config.json, metrics.jsonl and the checkpoints (none without out_dir).
+
+    Checkpoints are written by wall-clock interval (`checkpoint_seconds`, at least
+    `checkpoint_every` pseudo-epochs apart) and when the run finishes. A resumed run drops the
+    metrics rows written after its checkpoint (they are computed again, identically).
+    """
+
+    def __init__(self, cfg: DistillConfig):
+        self.cfg = cfg
+        self.ckpt = None
+        self.metrics_path = None
+        self._last_save = (0, time.time())
+        if cfg.out_dir is None:
+            return
+        self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+        self.config_path = os.path.join(cfg.out_dir, "config.json")
+        if cfg.checkpoint_every:
+            from ckd_jax.checkpoint import Checkpointer
+
+            self.ckpt = Checkpointer(os.path.join(cfg.out_dir, "checkpoints"), keep_best=False,
+                                     max_to_keep=1)
+
+    def restore_or_start(self, template: dict, resume: bool) -> dict | None:
+        """The latest checkpoint's tree if resuming (the stored config must match), else None
+        after writing config.json and removing old metrics."""
+        cfg = self.cfg
+        if cfg.out_dir is None:
+            return None
+        restored = self.ckpt.restore_latest(template) if (self.ckpt and resume) else None
+        if restored is None:
+            with open(self.config_path, "w") as f:
+                f.write(cfg.to_json())
+            if os.path.exists(self.metrics_path):
+                os.remove(self.metrics_path)
+            return None
+        with open(self.config_path) as f:
+            saved = json.load(f)
+        if saved != json.loads(cfg.to_json()):
+            changed = sorted(k for k in saved if saved[k] != cfg.to_dict().get(k))
+            raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
+                             f"(differs in {changed}); use a new out_dir or resume=False")
+        step, tree = restored
+        self._last_save = (step, time.time())
+        self._truncate_metrics(step)
+        return tree
+
+    def _truncate_metrics(self, epoch: int) -> None:
+        if not os.path.exists(self.metrics_path):
+            return
+        with open(self.metrics_path) as f:
+            keep = [line for line in f if json.loads(line)["epoch"] <= epoch]
+        tmp = self.metrics_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, self.metrics_path)
+
+    def log(self, rows: list[dict]) -> None:
+        if self.metrics_path is not None and rows:
+            with open(self.metrics_path, "a") as f:
+                f.writelines(json.dumps(r, default=_json_default) + "\n" for r in rows)
+
+    def maybe_save(self, epoch: int, tree: dict, finished: bool) -> None:
+        if self.ckpt is None:
+            return
+        last_epoch, last_time = self._last_save
+        due = (epoch - last_epoch >= self.cfg.checkpoint_every
+               and time.time() - last_time >= self.cfg.checkpoint_seconds)
+        if due or finished:
+            self.ckpt.save(epoch, tree, force=True)
+            self._last_save = (epoch, time.time())
+
+    def write_summary(self, summary: dict) -> None:
+        if self.cfg.out_dir is None:
+            return
+        tmp = os.path.join(self.cfg.out_dir, "summary.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1, default=_json_default)
+        os.replace(tmp, os.path.join(self.cfg.out_dir, "summary.json"))
+
+    def close(self) -> None:
+        if self.ckpt is not None:
+            self.ckpt.close()
+
+
+def _epoch_rows(protocol: PlateauProtocol, members, was_active, acc: dict, offset,
+                train_metrics: dict, calibrated: bool) -> list[dict]:
+    """metrics.jsonl rows of one pseudo-epoch, one per member that trained in it."""
+    norm = np.linalg.norm(np.asarray(offset), axis=-1)
+    return [{"epoch": protocol.epoch, "member": i, "seed": seed, "lr": lr,
+             "lr_now": float(lr * protocol.lr_scale[i]), **{k: v[i] for k, v in acc.items()},
+             "selection": "calibrated" if calibrated else "raw",
+             "logit_offset_norm": float(norm[i]), "best_val_top1": protocol.best_val[i],
+             **{f"train_{k}": float(v[i]) for k, v in train_metrics.items()}}
+            for i, (seed, lr) in enumerate(members) if was_active[i]]
+
+
+def _member_results(best_acc: dict, last_acc: dict, best_offset, calibrated: bool,
+                    has_table: bool, i: int) -> dict:
+    """Member i's test figures: the selected evaluation's (`test_top1_at_best_val`, ...), both
+    evaluations by name, and the logit offset kept with the best weights."""
+    f = lambda a: float(a[i]) if np.isfinite(a[i]) else None
+    sel = "_calibrated" if calibrated else ""
+    offset = np.asarray(best_offset[i], np.float64)
+    return {
+        "test_top1_at_best_val": f(best_acc[f"test_top1{sel}"]),
+        "test_top5_at_best_val": f(best_acc[f"test_top5{sel}"]),
+        "last_test_top1": f(last_acc[f"test_top1{sel}"]),
+        "last_test_top5": f(last_acc[f"test_top5{sel}"]),
+        "selected_on": "calibrated" if calibrated else "raw",
+        "test_top1_at_best_val_raw": f(best_acc["test_top1"]),
+        "test_top1_at_best_val_calibrated": f(best_acc["test_top1_calibrated"]),
+        "last_test_top1_raw": f(last_acc["test_top1"]),
+        "last_test_top1_calibrated": f(last_acc["test_top1_calibrated"]),
+        "logit_offset": offset.tolist() if has_table else None,
+        "logit_offset_norm": float(np.linalg.norm(offset)) if has_table else None,
+    }
 
 
 def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: int, resume: bool,
-           stop_after_epochs: int | None) -> dict:
+           stop_after_epochs: int | None, on_epoch=None) -> dict:
+    """The loop: train one pseudo-epoch, calibrate and validate, let the protocol decide (keep
+    best / reload with LR/10 / stop), log, checkpoint now and then; at the end test the best
+    and the last weights once and write the summary."""
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    cfg, method, mesh, spec_d = prep.config, prep.method, prep.mesh, prep.spec
+    cfg, method, mesh = prep.config, prep.method, prep.mesh
     n_train = host_data.images.shape[1]
-    steps = S.steps_per_pseudo_epoch(n_train, cfg.batch_size)
-    total_steps = steps * cfg.epochs
-    spec = S.StepSpec(
-        batch_size=cfg.batch_size, steps_per_epoch=steps, n_train=n_train,
-        crop_size=spec_d.crop_size, padding=spec_d.padding, flip=spec_d.flip,
-        mean=tuple(spec_d.mean), std=tuple(spec_d.std), eval_crop=spec_d.eval_crop,
-        momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-        total_steps=total_steps, compute_dtype=cfg.compute_dtype,
-        group_forward=cfg.group_forward, has_remainder=cfg.labelled_remainder,
-        remainder_weight=cfg.remainder_weight, use_pool=bool(cfg.tuple_pool))
+    spec = _step_spec(cfg, prep, n_train)
     model = create_model(cfg.student, prep.num_classes, **cfg.student_kwargs)
-
-    replicated = NamedSharding(mesh, P())
-    put = lambda tree: jax.device_put(tree, replicated)
+    put = lambda tree: jax.device_put(tree, NamedSharding(mesh, P()))  # replicated
     data = put(host_data)
     val_x, val_y = put(val_images), put(val_labels)
     test_x, test_y = put(prep.test.images), put(prep.test.labels)
 
     members = cfg.members()
-    seeds = np.array([s for s, _ in members])
-    base_lrs = np.array([lr for _, lr in members], np.float32)
-    member_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+    member_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray([s for s, _ in members]))
     sample_shape = (spec.crop_size, spec.crop_size, host_data.images.shape[-1])
     t_shapes = ({i: f.shape[2:] for i, f in host_data.teacher_features.items()}
                 if host_data.teacher_features is not None else None)
-    state = put(S.init_state(model, method, member_keys, jnp.asarray(base_lrs), sample_shape,
+    state = put(S.init_state(model, method, member_keys,
+                             jnp.asarray([lr for _, lr in members], jnp.float32), sample_shape,
                              prep.num_classes, n_train, teacher_feature_shapes=t_shapes))
-    # A copy: `state` is donated to the compiled epoch, the best weights must not alias it.
-    # The best slot also keeps the logit offset measured with those weights (calibration).
-    no_offset = jnp.zeros((len(members), prep.num_classes), jnp.float32)
-    best = put(jax.tree.map(jnp.copy, (state.params, state.batch_stats, no_offset)))
+    train_epoch = S.make_train_epoch(model, method, spec, mesh, loop=cfg.epoch_loop)
+    ev = _Evaluator(model, spec, mesh, cfg, method, len(members), prep.num_classes)
+    calibrated = cfg.calibration == "table"
+    select = jax.jit(S.tree_select)
+    # The best slot: weights and the logit offset measured with them. A copy, since `state` is
+    # donated to the compiled epoch and must not alias it.
+    best = put(jax.tree.map(jnp.copy, (state.params, state.batch_stats, ev.no_offset)))
     protocol = PlateauProtocol(len(members), schedule=cfg.schedule, patience=cfg.patience,
                                max_plateaus=cfg.max_lr_drops, max_epochs=cfg.max_epochs,
                                epochs=cfg.epochs)
 
-    eval_bs = -(-cfg.eval_batch_size // mesh.size) * mesh.size
-    train_epoch = S.make_train_epoch(model, method, spec, mesh, loop=cfg.epoch_loop)
-    eval_val = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=False, calibrated=True)
-    eval_test = S.make_evaluate(model, spec, mesh, eval_bs, shared_images=True, calibrated=True)
-    # Calibration (docs/calibration.md): each member's offset from its own teacher-labelled
-    # images and logit table; computed under "none" too, as a logged diagnostic.
-    logit_offset = (S.make_logit_offset(model, spec, mesh, eval_bs) if method.uses_teacher
-                    else None)
-    calibrated = cfg.calibration == "table"
-    select = jax.jit(S.tree_select)
-
-    ckpt = None
-    metrics_path = None
-    if cfg.out_dir is not None:
-        from ckd_jax.checkpoint import Checkpointer
-
-        metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-        config_path = os.path.join(cfg.out_dir, "config.json")
-        if cfg.checkpoint_every:
-            ckpt = Checkpointer(os.path.join(cfg.out_dir, "checkpoints"), keep_best=False,
-                                max_to_keep=1)
-        restored = ckpt.restore_latest(
-            {"state": state, "best": best, "protocol": protocol.state_dict()}) \
-            if (ckpt is not None and resume) else None
-        if restored is not None:
-            with open(config_path) as f:
-                saved = json.load(f)
-            if saved != json.loads(cfg.to_json()):
-                changed = sorted(k for k in saved if saved[k] != cfg.to_dict().get(k))
-                raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
-                                 f"(differs in {changed}); use a new out_dir or resume=False")
-            _, tree = restored
-            state, best = put(tree["state"]), put(tree["best"])
-            protocol.load_state_dict(tree["protocol"])
-            _log(cfg, f"resumed from pseudo-epoch {protocol.epoch}")
-        else:
-            with open(config_path, "w") as f:
-                f.write(cfg.to_json())
-            if os.path.exists(metrics_path):
-                os.remove(metrics_path)
-
+    files = _RunFiles(cfg)
+    tree = files.restore_or_start({"state": state, "best": best,
+                                   "protocol": protocol.state_dict()}, resume)
+    if tree is not None:
+        state, best = put(tree["state"]), put(tree["best"])
+        protocol.load_state_dict(tree["protocol"])
+        _log(cfg, f"resumed from pseudo-epoch {protocol.epoch}")
     _log(cfg, f"{method.name}: {len(members)} member(s), {n_train} teacher-labelled samples, "
-              f"{steps} steps/pseudo-epoch, {mesh.size} device(s)")
+              f"{spec.steps_per_epoch} steps/pseudo-epoch, {mesh.size} device(s)")
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=protocol.max_epochs, initial=protocol.epoch, unit="ep", leave=True)
+
     t0 = time.time()
     epochs_this_call = 0
     while not protocol.done:
         epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(member_keys, protocol.epoch)
-        active = jnp.asarray(protocol.active)
-        state, train_metrics = train_epoch(state, data, epoch_keys, active)
-        student = state.params["student"]
-        offset = (logit_offset(student, state.batch_stats, data.images, data.teacher_logits)
-                  if logit_offset is not None else no_offset)
-        acc = dict(zip(("val_top1", "val_top5", "val_top1_calibrated", "val_top5_calibrated"),
-                       eval_val(student, state.batch_stats, val_x, val_y, offset)))
-        acc.update(zip(("test_top1", "test_top5", "test_top1_calibrated",
-                        "test_top5_calibrated"),
-                       eval_test(student, state.batch_stats, test_x, test_y, offset)))
-        acc = {k: np.asarray(v, np.float64) for k, v in acc.items()}
-        if logit_offset is None:  # no table, no calibrated figure
-            acc.update({k: np.full(len(members), np.nan) for k in acc if "calibrated" in k})
-        sel, alt = ("_calibrated", "") if calibrated else ("", "_calibrated")
-        v1, v5, t1, t5 = (acc[f"{k}{sel}"] for k in ("val_top1", "val_top5", "test_top1",
-                                                      "test_top5"))
+        state, train_metrics = train_epoch(state, data, epoch_keys, jnp.asarray(protocol.active))
+        offset = ev.offset(state.params, state.batch_stats, data)
+        acc = ev.val(state.params, state.batch_stats, offset, val_x, val_y)
+        sel = "_calibrated" if calibrated else ""
         was_active = protocol.active.copy()
-        decision = protocol.update(v1, t1, t5, v5, alt_test=acc[f"test_top1{alt}"])
+        decision = protocol.update(acc[f"val_top1{sel}"], val5=acc[f"val_top5{sel}"])
+        if cfg.eval_test_every and protocol.epoch % cfg.eval_test_every == 0:
+            acc.update(ev.test(state.params, state.batch_stats, offset, test_x, test_y))
         if decision.improved.any():
             best = select(jnp.asarray(decision.improved),
                           (state.params, state.batch_stats, offset), best)
@@ -402,58 +511,45 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
             params, stats = select(r, best[:2], (state.params, state.batch_stats))
             state = state._replace(params=params, batch_stats=stats,
                                    lr=jnp.where(r, state.lr * 0.1, state.lr))
-        train_metrics = jax.tree.map(np.asarray, train_metrics)
-        offset_norm = np.linalg.norm(np.asarray(offset), axis=-1)
-        if metrics_path is not None:
-            with open(metrics_path, "a") as f:
-                for i, (seed, lr) in enumerate(members):
-                    if not was_active[i]:
-                        continue
-                    row = {"epoch": protocol.epoch, "member": i, "seed": seed, "lr": lr,
-                           "lr_now": float(lr * protocol.lr_scale[i]),
-                           **{k: v[i] for k, v in acc.items()},
-                           "selection": "calibrated" if calibrated else "raw",
-                           "logit_offset_norm": float(offset_norm[i]),
-                           "best_val_top1": protocol.best_val[i],
-                           "test_top1_at_best_val": protocol.best_test[i],
-                           **{f"train_{k}": float(v[i]) for k, v in train_metrics.items()}}
-                    f.write(json.dumps(row, default=_json_default) + "\n")
-        if ckpt is not None and (protocol.epoch % cfg.checkpoint_every == 0 or protocol.done):
-            ckpt.save(protocol.epoch, {"state": state, "best": best,
-                                       "protocol": protocol.state_dict()}, force=True)
+        files.log(_epoch_rows(protocol, members, was_active, acc, offset,
+                              jax.tree.map(np.asarray, train_metrics), calibrated))
+        files.maybe_save(protocol.epoch, {"state": state, "best": best,
+                                          "protocol": protocol.state_dict()}, protocol.done)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(val=f"{np.nanmax(v1):.3f}",
-                            best_test=f"{np.nanmax(protocol.best_test):.3f}",
+            bar.set_postfix(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",
+                            best_val=f"{np.nanmax(protocol.best_val):.3f}",
                             active=int(protocol.active.sum()))
+        if on_epoch is not None:
+            on_epoch(protocol.epoch)
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break
+            break  # like a kill: nothing more is saved; a rerun resumes from the checkpoint
     if bar is not None:
         bar.close()
-    if ckpt is not None:
-        ckpt.close()
+    files.close()
     wall = time.time() - t0
 
+    # The paper's figure: test accuracy of the best-validation weights, measured once.
+    best_acc = ev.test(best[0], best[1], best[2], test_x, test_y)
+    last_acc = ev.test(state.params, state.batch_stats,
+                       ev.offset(state.params, state.batch_stats, data), test_x, test_y)
     summary = {
         "method": method.name, "method_hyper": method.hyper, "dataset": prep.train.name,
         "teacher": cfg.teacher, "student": cfg.student, "schedule": cfg.schedule,
         "subset_size": prep.members[0].split.subset_size,
         "budget": int(n_train), "teacher_calls_this_run": int(teacher_calls),
         "finished": bool(protocol.done), "train_seconds": wall,
-        "steps_per_epoch": steps, "devices": mesh.size,
+        "steps_per_epoch": spec.steps_per_epoch, "devices": mesh.size,
         "calibration": cfg.calibration,
         "members": [{"seed": seed, "lr": lr,
                      "teacher_calls": int(n_train) if method.uses_teacher else 0,
-                     **protocol.summary(i), **_calibration_summary(protocol, i, calibrated,
-                                                                   best[2], method.uses_teacher)}
+                     **protocol.summary(i),
+                     **_member_results(best_acc, last_acc, best[2], calibrated,
+                                       ev.has_offset, i)}
                     for i, (seed, lr) in enumerate(members)],
     }
-    if cfg.out_dir is not None:
-        tmp = os.path.join(cfg.out_dir, "summary.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1, default=_json_default)
-        os.replace(tmp, os.path.join(cfg.out_dir, "summary.json"))
+    files.write_summary(summary)
     # Returned for tests and programmatic use; not part of summary.json.
     summary["_final"] = {"state": state, "best": best, "compiles": train_epoch._cache_size()}
     return summary

@@ -35,7 +35,7 @@ class PlateauProtocol:
 
     FIELDS = ("epoch", "best_val", "best_val5", "best_test", "best_test5", "best_epoch",
               "since_best", "plateaus", "active", "last_val", "last_test", "last_test5",
-              "lr_scale", "epochs_run", "best_alt", "last_alt")
+              "lr_scale", "epochs_run")
 
     def __init__(self, num_members: int, *, schedule: str = "plateau", patience: int = 50,
                  max_plateaus: int = 3, max_epochs: int = 1000, epochs: int | None = None):
@@ -60,25 +60,23 @@ class PlateauProtocol:
         self.last_test5 = np.full(m, np.nan)
         self.lr_scale = np.ones(m)  # product of the /10 drops so far
         self.epochs_run = np.zeros(m, np.int64)
-        # A second test figure that takes no part in any decision, recorded at the best
-        # validation point and at the last epoch (the engine's other logit calibration).
-        self.best_alt = np.full(m, np.nan)
-        self.last_alt = np.full(m, np.nan)
 
     @property
     def done(self) -> bool:
         return not self.active.any()
 
-    def update(self, val: np.ndarray, test: np.ndarray, test5: np.ndarray | None = None,
-               val5: np.ndarray | None = None,
-               alt_test: np.ndarray | None = None) -> EpochDecision:
+    def update(self, val: np.ndarray, test: np.ndarray | None = None,
+               test5: np.ndarray | None = None,
+               val5: np.ndarray | None = None) -> EpochDecision:
         """Record one pseudo-epoch's accuracies ([M] each) and decide the next actions.
 
-        `alt_test` (optional, [M]) is only recorded (`best_alt`, `last_alt`), never decides.
+        Only validation accuracy decides. Test accuracy is optional (recorded when given): the
+        training engine measures it once, on the best weights, at the end of a run.
 
         Members already stopped are ignored (their decision entries are all False).
         """
-        val, test = np.asarray(val, float), np.asarray(test, float)
+        val = np.asarray(val, float)
+        test = np.full_like(val, np.nan) if test is None else np.asarray(test, float)
         test5 = np.full_like(test, np.nan) if test5 is None else np.asarray(test5, float)
         val5 = np.full_like(val, np.nan) if val5 is None else np.asarray(val5, float)
         act = self.active.copy()
@@ -87,8 +85,6 @@ class PlateauProtocol:
         self.last_val = np.where(act, val, self.last_val)
         self.last_test = np.where(act, test, self.last_test)
         self.last_test5 = np.where(act, test5, self.last_test5)
-        alt = np.full_like(test, np.nan) if alt_test is None else np.asarray(alt_test, float)
-        self.last_alt = np.where(act, alt, self.last_alt)
 
         improved = act & (val > self.best_val)
         self.best_val = np.where(improved, val, self.best_val)
@@ -96,7 +92,6 @@ class PlateauProtocol:
         self.best_test = np.where(improved, test, self.best_test)
         self.best_test5 = np.where(improved, test5, self.best_test5)
         self.best_epoch = np.where(improved, self.epoch, self.best_epoch)
-        self.best_alt = np.where(improved, alt, self.best_alt)
         self.since_best = np.where(improved, 0, self.since_best + act)
 
         reload = np.zeros_like(act)
@@ -122,9 +117,6 @@ class PlateauProtocol:
 
     def load_state_dict(self, d: dict) -> None:
         for name in self.FIELDS:
-            if name not in d and name in ("best_alt", "last_alt"):  # older checkpoints
-                setattr(self, name, np.full(len(self.active), np.nan))
-                continue
             value = np.asarray(d[name])
             setattr(self, name, int(value) if name == "epoch" else value.copy())
 
