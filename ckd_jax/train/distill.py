@@ -251,6 +251,10 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
         (evaluation, protocol, logging, checkpoint), e.g. to time the whole loop.
     """
     mesh = S.make_mesh() if mesh is None else mesh
+    if jax.process_count() > 1 and config.out_dir is not None and config.checkpoint_every:
+        raise ValueError(f"checkpoint_every={config.checkpoint_every} with "
+                         f"{jax.process_count()} processes: checkpoints of a multi-process run "
+                         "are not supported; set checkpoint_every=0")
     prep = _Prepared(config, mesh, teacher_apply, teacher_variables)
     cfg = prep.config
 
@@ -335,7 +339,9 @@ class _RunFiles:
         self.ckpt = None
         self.metrics_path = None
         self._last_save = (0, time.time())
-        if cfg.out_dir is None:
+        # Of several processes (jax.distributed), process 0 alone writes the run directory.
+        self.writes = cfg.out_dir is not None and jax.process_index() == 0
+        if not self.writes:
             return
         self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
         self.config_path = os.path.join(cfg.out_dir, "config.json")
@@ -349,7 +355,7 @@ class _RunFiles:
         """The latest checkpoint's tree if resuming (the stored config must match), else None
         after writing config.json and removing old metrics."""
         cfg = self.cfg
-        if cfg.out_dir is None:
+        if not self.writes:
             return None
         restored = self.ckpt.restore_latest(template) if (self.ckpt and resume) else None
         if restored is None:
@@ -395,7 +401,7 @@ class _RunFiles:
             self._last_save = (epoch, time.time())
 
     def write_summary(self, summary: dict) -> None:
-        if self.cfg.out_dir is None:
+        if not self.writes:
             return
         tmp = os.path.join(self.cfg.out_dir, "summary.json.tmp")
         with open(tmp, "w") as f:

@@ -35,11 +35,16 @@ Array = jax.Array
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D `data` mesh over the first `num_devices` local devices (default: all)."""
-    devices = jax.local_devices()
+    """A 1-D `data` mesh over the first `num_devices` devices (default: all). The devices of
+    every process (`jax.devices()`): with `jax.distributed` several processes form one mesh and
+    the engine's replicated host arrays are placed on it by `jax.device_put`."""
+    devices = jax.devices()
     n = len(devices) if num_devices is None else num_devices
     if not 1 <= n <= len(devices):
         raise ValueError(f"num_devices={num_devices} must be in [1, {len(devices)}]")
+    if jax.process_count() > 1 and n != len(devices):
+        raise ValueError(f"num_devices={num_devices}: with {jax.process_count()} processes the "
+                         f"mesh spans all {len(devices)} devices (leave it unset)")
     return Mesh(np.asarray(devices[:n]), ("data",), axis_types=(AxisType.Auto,))
 
 
