@@ -29,6 +29,7 @@ CASES = [
     ("report.py", ["{tmp}/no_sweep_here", "--out", "{out}"], "no_sweep_here does not exist"),
     ("report.py", ["{tmp}/results.jsonl", "--out", "{out}"], "results.jsonl:2 is not a JSON line"),
     ("quickstart.py", ["--epochs", "0", "--out", "{out}"], "epochs=0 must be >= 1"),
+    ("quickstart.py", ["--variants", "ce,ckdx", "--out", "{out}"], "unknown variant 'ckdx'"),
     ("train_teacher.py", ["--dataset", "nope", "--model", "tiny_cnn", "--out", "{out}"],
      "unknown dataset 'nope'; available: cifar10"),
     ("model_table.py", ["--num-classes", "0"], "--num-classes 0 must be >= 1"),
