@@ -1,6 +1,12 @@
-"""Optimiser and learning-rate schedules shared by teacher training and the student engine.
+"""The one optimiser layer of the package: torch-style SGD and every learning-rate schedule.
 
-`make_optimizer` is PyTorch's `torch.optim.SGD(params, lr, momentum, weight_decay=wd,
+Both engines' step (`ckd_jax.train.student._make_member_epoch`, which teachers train through as
+well) calls exactly two things from here, once per step:
+
+    lr = scheduled_lr(spec.schedule, base_lr, step, ...)      # the schedule, a pure function
+    params, buf = sgd_update(grads, buf, params, lr, ...)     # torch.optim.SGD, one step
+
+`sgd_update` is PyTorch's `torch.optim.SGD(params, lr, momentum, weight_decay=wd,
 nesterov=...)` (dampening 0), the optimiser of RepDistiller and the CKD code:
 
     d_t   = g_t + wd * p_t                      (L2 weight decay added to the gradient)
@@ -8,16 +14,23 @@ nesterov=...)` (dampening 0), the optimiser of RepDistiller and the CKD code:
     step  = d_t + momentum * buf_t  if nesterov else buf_t
     p_t+1 = p_t - lr_t * step
 
-i.e. `optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum, nesterov))`. The
-learning rate sits outside the momentum buffer, so changing it mid-run (plateau /10) behaves as
-changing `param_group["lr"]` in PyTorch. Weight decay applies to every parameter (BatchNorm scale
-and bias included), as `model.parameters()` does in those codebases.
+The learning rate sits outside the momentum buffer, so changing it mid-run (the plateau
+protocol's LR/10, `plateau_drop`) behaves as changing `param_group["lr"]` in PyTorch. Weight
+decay applies to every parameter (BatchNorm scale and bias included), as `model.parameters()`
+does in those codebases. The base learning rate is per member: the engine keeps it in
+`TrainState.lr` ([M] for a population, vmapped to a scalar inside the step), and every schedule
+is `lr(base_lr, step)`, so members with different rates share one compiled step.
 
-The whole optimiser is wrapped in `optax.inject_hyperparams`, so the learning rate, momentum and
-weight decay live in the optimiser *state*: `get_lr` / `set_lr` read and replace the learning
-rate of a state (or of a population of states stacked by `jax.vmap`, shape [P]) without
-recompiling, as the student protocol's "divide the LR by 10 on a plateau" and per-member learning
-rates need. With a schedule, the schedule owns the learning rate and `set_lr` refuses.
+Schedules (`scheduled_lr` dispatches on the name; each is also a function of its own):
+  "constant" / "plateau": base_lr (the plateau protocol changes base_lr between epochs)
+  "multistep":  base_lr * factor ** #{milestones <= step}      (RepDistiller's teacher recipe)
+  "cosine":     optional linear warm-up, then base_lr * (1 + cos(pi t / T)) / 2
+  "onecycle":   Smith's one-cycle with cosine annealing (PyTorch OneCycleLR's div factors)
+Step counts are global optimiser steps, 0 for the first update.
+
+`make_optimizer` (+ `get_lr` / `set_lr` / `scale_lr`) is the same SGD exposed as an
+`optax.GradientTransformation` for code that wants optax's interface (it calls `sgd_direction`,
+the function `sgd_update` uses); the engines do not go through it.
 """
 
 from __future__ import annotations
@@ -29,32 +42,194 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["make_optimizer", "get_lr", "set_lr", "scale_lr", "multistep", "cosine", "onecycle",
+__all__ = ["sgd_init", "sgd_direction", "sgd_update", "scheduled_lr", "constant_lr",
+           "multistep_lr", "cosine_lr", "onecycle_lr", "plateau_drop", "SCHEDULES",
+           "make_optimizer", "get_lr", "set_lr", "scale_lr", "multistep", "cosine", "onecycle",
            "constant"]
 
 Schedule = Callable[[jax.Array], jax.Array]
+SCHEDULES = ("constant", "plateau", "multistep", "cosine", "onecycle")
 
 
+# ------------------------------------------------------------------------------- SGD (torch)
+def sgd_init(params: Any) -> optax.TraceState:
+    """Zero momentum buffers shaped like `params` (an `optax.TraceState`, as checkpointed)."""
+    return optax.trace(decay=0.0).init(params)
+
+
+def sgd_direction(grads: Any, buf: optax.TraceState, params: Any, *, momentum: float,
+                  weight_decay: float, nesterov: bool = False) -> tuple[Any, optax.TraceState]:
+    """(step direction, new momentum buffers): decay added to the gradient, then momentum."""
+    grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+    return optax.trace(decay=momentum, nesterov=nesterov).update(grads, buf)
+
+
+def sgd_update(grads: Any, buf: optax.TraceState, params: Any, lr: jax.Array | float, *,
+               momentum: float, weight_decay: float, nesterov: bool = False
+               ) -> tuple[Any, optax.TraceState]:
+    """One `torch.optim.SGD` step: returns (new params, new momentum buffers).
+
+    `lr` is a scalar (inside a vmapped step: this member's rate), e.g. from `scheduled_lr`.
+    """
+    direction, buf = sgd_direction(grads, buf, params, momentum=momentum,
+                                   weight_decay=weight_decay, nesterov=nesterov)
+    return jax.tree.map(lambda p, d: p - lr * d, params, direction), buf
+
+
+# --------------------------------------------------------------------------------- schedules
+def constant_lr(base_lr, step):
+    """lr(step) = base_lr."""
+    del step
+    return base_lr
+
+
+def multistep_lr(base_lr, step, milestone_steps: Sequence[int], factor: float = 0.1):
+    """base_lr * factor ** #{m in milestone_steps : step >= m} (milestones in steps)."""
+    lr = base_lr
+    for m in milestone_steps:
+        lr = jnp.where(step >= m, lr * factor, lr)
+    return lr
+
+
+def cosine_lr(base_lr, step, total_steps: int, warmup_steps: int = 0):
+    """Linear warm-up from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps`.
+
+    lr(s) = base_lr * s / W for s < W; base_lr * 0.5 * (1 + cos(pi * (s - W) / (T - W))) after
+    (clamped at T). Without warm-up this is the student engine's cosine, op for op.
+    """
+    if warmup_steps == 0:
+        t = jnp.minimum(step, total_steps).astype(jnp.float32)
+        return base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * t / total_steps))
+    span = total_steps - warmup_steps
+    t = jnp.clip(step - warmup_steps, 0, span).astype(jnp.float32)
+    decay = base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * t / span))
+    warm = base_lr * jnp.asarray(step, jnp.float32) / warmup_steps
+    return jnp.where(step < warmup_steps, warm, decay)
+
+
+def onecycle_lr(base_lr, step, total_steps: int, pct_start: float = 0.25,
+                div_factor: float = 25.0, final_div_factor: float = 1e4):
+    """One-cycle (Smith 2018) with cosine annealing, peak `base_lr` (optax's
+    `cosine_onecycle_schedule`, PyTorch OneCycleLR's div factors).
+
+    With lo = base_lr / div_factor, end = lo / final_div_factor, P = int(pct_start * T):
+    lr(s) = base_lr + (lo - base_lr) * (1 + cos(pi * s / P)) / 2 for s <= P (rise), then
+    lr(s) = end + (base_lr - end) * (1 + cos(pi * (s - P) / (T - P))) / 2 up to T (fall).
+    """
+    p = int(pct_start * total_steps)
+    lo = base_lr / div_factor
+    end = lo / final_div_factor
+    s = jnp.asarray(step, jnp.float32)
+    rise_frac = jnp.clip(s / max(p, 1), 0.0, 1.0)
+    fall_frac = jnp.clip((s - p) / max(total_steps - p, 1), 0.0, 1.0)
+    rise = base_lr + (lo - base_lr) * (1.0 + jnp.cos(jnp.pi * rise_frac)) / 2
+    fall = end + (base_lr - end) * (1.0 + jnp.cos(jnp.pi * fall_frac)) / 2
+    return jnp.where(s <= p, rise, fall)
+
+
+def scheduled_lr(schedule: str, base_lr, step, *, total_steps: int = 1,
+                 milestones: Sequence[int] = (), factor: float = 0.1, warmup_steps: int = 0):
+    """The learning rate of the update at global step `step` (0-based) under `schedule`.
+
+    `base_lr` may be a traced per-member value; `milestones` are in steps (multistep);
+    `total_steps` is the cosine / one-cycle horizon; `warmup_steps` cosine only.
+    """
+    if schedule in ("constant", "plateau"):
+        return constant_lr(base_lr, step)
+    if schedule == "multistep":
+        return multistep_lr(base_lr, step, milestones, factor)
+    if schedule == "cosine":
+        return cosine_lr(base_lr, step, total_steps, warmup_steps)
+    if schedule == "onecycle":
+        return onecycle_lr(base_lr, step, total_steps)
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
+def plateau_drop(lr, reload, factor: float = 0.1):
+    """The plateau protocol's LR drop: `lr * factor` where `reload` ([M] bool), else `lr`."""
+    return jnp.where(reload, lr * factor, lr)
+
+
+# ------------------------------------------------- schedule factories (step -> lr closures)
+def constant(base_lr: float) -> Schedule:
+    """lr(step) = base_lr."""
+    _check_lr(base_lr)
+    return lambda step: jnp.asarray(constant_lr(float(base_lr), step), jnp.float32)
+
+
+def multistep(base_lr: float, steps_per_epoch: int,
+              milestones_epochs: Sequence[int] = (150, 180, 210),
+              factor: float = 0.1) -> Schedule:
+    """Step decay per epoch, RepDistiller's `adjust_learning_rate`.
+
+    lr(step) = base_lr * factor ** #{m in milestones_epochs : step >= m * steps_per_epoch};
+    with 0-indexed epochs e, epochs 0..149 run at base_lr, 150..179 at base_lr * 0.1, etc.
+    """
+    _check_lr(base_lr)
+    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
+    ms = [int(m) for m in milestones_epochs]
+    if any(m < 1 for m in ms) or ms != sorted(set(ms)):
+        raise ValueError(f"milestones_epochs must be strictly increasing positive ints, got "
+                         f"{tuple(milestones_epochs)}")
+    if not 0 < factor <= 1:
+        raise ValueError(f"factor must be in (0, 1], got {factor!r}")
+    steps = tuple(m * steps_per_epoch for m in ms)
+    return lambda step: multistep_lr(jnp.float32(base_lr), step, steps, factor)
+
+
+def cosine(base_lr: float, total_steps: int, warmup_steps: int = 0) -> Schedule:
+    """`cosine_lr` as a `step -> lr` function (see there)."""
+    _check_lr(base_lr)
+    if not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warmup_steps must be an int in [0, total_steps={total_steps}), "
+                         f"got {warmup_steps!r}")
+    return lambda step: cosine_lr(jnp.float32(base_lr), step, total_steps, warmup_steps)
+
+
+def onecycle(base_lr: float, total_steps: int, pct_start: float = 0.25,
+             div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
+    """`onecycle_lr` as a `step -> lr` function (see there)."""
+    _check_lr(base_lr)
+    if not isinstance(total_steps, int) or total_steps < 2:
+        raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
+    if not 0 < pct_start < 1:
+        raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
+    return lambda step: onecycle_lr(jnp.float32(base_lr), step, total_steps, pct_start,
+                                    div_factor, final_div_factor)
+
+
+def _check_lr(base_lr: float) -> None:
+    if not isinstance(base_lr, (int, float)) or not base_lr > 0:
+        raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")
+
+
+# ------------------------------------------------------ the same SGD behind optax's interface
 def _sgd(learning_rate, momentum, weight_decay, nesterov):
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+    def update(updates, state, params=None):
+        direction, state = sgd_direction(updates, state, params, momentum=momentum,
+                                         weight_decay=weight_decay, nesterov=nesterov)
+        return jax.tree.map(lambda d: -learning_rate * d, direction), state
+
+    return optax.GradientTransformation(sgd_init, update)
 
 
 def make_optimizer(*, lr_schedule: float | Schedule, momentum: float = 0.9,
                    weight_decay: float = 5e-4, nesterov: bool = False
                    ) -> optax.GradientTransformation:
-    """SGD with momentum and L2 weight decay, equivalent to `torch.optim.SGD`.
+    """`sgd_update` as an optax transformation whose hyperparameters live in the state.
 
     Args:
-      lr_schedule: a constant learning rate (then adjustable with `set_lr`) or an optax schedule
+      lr_schedule: a constant learning rate (then adjustable with `set_lr`) or a schedule
         `step -> lr` (e.g. `multistep`, `cosine`, `onecycle`), evaluated at the update count.
-      momentum: momentum coefficient (0 disables the buffer's effect, as in torch).
-      weight_decay: L2 coefficient added to the gradient before momentum.
-      nesterov: Nesterov momentum, PyTorch's formulation.
+      momentum, weight_decay, nesterov: as `sgd_update`.
 
     Returns:
       An `optax.GradientTransformation` whose state is an `InjectHyperparamsState` with
-      `hyperparams = {"learning_rate", "momentum", "weight_decay"}`.
+      `hyperparams = {"learning_rate", "momentum", "weight_decay"}`; `get_lr` / `set_lr` read
+      and replace the learning rate (also of a `jax.vmap`-stacked population state, [P]).
     """
     if not callable(lr_schedule):
         if not isinstance(lr_schedule, (int, float)) or not lr_schedule > 0:
@@ -72,7 +247,6 @@ def make_optimizer(*, lr_schedule: float | Schedule, momentum: float = 0.9,
         nesterov=bool(nesterov))
 
 
-# ----------------------------------------------------------------------- state helpers
 def _is_inject_state(x: Any) -> bool:
     return hasattr(x, "hyperparams") and hasattr(x, "inner_state")
 
@@ -102,11 +276,8 @@ def _find(opt_state: Any) -> tuple[Any, Callable[[Any], Any]]:
 
 
 def get_lr(opt_state: Any) -> jax.Array:
-    """Learning rate held in the state: a scalar, or [P] for a vmapped population state.
-
-    With a constant learning rate this is the rate the next update uses; with a schedule it is
-    the rate of the most recent update (schedule(0) before the first).
-    """
+    """Learning rate held in a `make_optimizer` state: a scalar, or [P] for a vmapped
+    population state. With a schedule it is the rate of the most recent update."""
     state, _ = _find(opt_state)
     return state.hyperparams["learning_rate"]
 
@@ -114,12 +285,8 @@ def get_lr(opt_state: Any) -> jax.Array:
 def set_lr(opt_state: Any, lr: float | jax.Array) -> Any:
     """Return `opt_state` with its learning rate replaced (pure; usable inside `jit`).
 
-    `lr` is a scalar or an array broadcastable to the current learning-rate shape, e.g. [P]
-    per-member rates for a population state stacked by `jax.vmap`.
-
     Raises:
-      ValueError: if the optimiser was built with a schedule (it would overwrite the value at
-        the next update).
+      ValueError: if the optimiser was built with a schedule.
     """
     state, put = _find(opt_state)
     if "learning_rate" in state.hyperparams_states:
@@ -135,71 +302,3 @@ def set_lr(opt_state: Any, lr: float | jax.Array) -> Any:
 def scale_lr(opt_state: Any, factor: float | jax.Array) -> Any:
     """`set_lr(opt_state, get_lr(opt_state) * factor)`; e.g. factor 0.1 on a plateau."""
     return set_lr(opt_state, get_lr(opt_state) * jnp.asarray(factor))
-
-
-# ---------------------------------------------------------------------------- schedules
-def constant(base_lr: float) -> Schedule:
-    """lr(step) = base_lr."""
-    _check_lr(base_lr)
-    return optax.constant_schedule(base_lr)
-
-
-def multistep(base_lr: float, steps_per_epoch: int,
-              milestones_epochs: Sequence[int] = (150, 180, 210),
-              factor: float = 0.1) -> Schedule:
-    """Step decay per epoch, RepDistiller's `adjust_learning_rate`.
-
-    lr(step) = base_lr * factor ** #{m in milestones_epochs : step >= m * steps_per_epoch};
-    with 0-indexed epochs e, epochs 0..149 run at base_lr, 150..179 at base_lr * 0.1, etc.
-    """
-    _check_lr(base_lr)
-    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
-    ms = [int(m) for m in milestones_epochs]
-    if any(m < 1 for m in ms) or ms != sorted(set(ms)):
-        raise ValueError(f"milestones_epochs must be strictly increasing positive ints, got "
-                         f"{tuple(milestones_epochs)}")
-    if not 0 < factor <= 1:
-        raise ValueError(f"factor must be in (0, 1], got {factor!r}")
-    return optax.piecewise_constant_schedule(
-        base_lr, {m * steps_per_epoch: factor for m in ms})
-
-
-def cosine(base_lr: float, total_steps: int, warmup_steps: int = 0) -> Schedule:
-    """Linear warm-up from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps`.
-
-    lr(s) = base_lr * s / W for s < W; base_lr * 0.5 * (1 + cos(pi * (s - W) / (T - W))) after.
-    """
-    _check_lr(base_lr)
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
-    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"warmup_steps must be an int in [0, total_steps={total_steps}), "
-                         f"got {warmup_steps!r}")
-    if warmup_steps == 0:
-        return optax.cosine_decay_schedule(base_lr, total_steps)
-    return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup_steps, total_steps, 0.0)
-
-
-def onecycle(base_lr: float, total_steps: int, pct_start: float = 0.25,
-             div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
-    """One-cycle (Smith 2018) with cosine annealing, peak `base_lr`.
-
-    With lo = base_lr / div_factor, end = lo / final_div_factor, P = int(pct_start * T):
-    lr(s) = base_lr + (lo - base_lr) * (1 + cos(pi * s / P)) / 2 for s <= P (rise), then
-    lr(s) = end + (base_lr - end) * (1 + cos(pi * (s - P) / (T - P))) / 2 up to T (fall);
-    the div factors have the meaning of PyTorch's OneCycleLR.
-    """
-    _check_lr(base_lr)
-    if not isinstance(total_steps, int) or total_steps < 2:
-        raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
-    if not 0 < pct_start < 1:
-        raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
-    return optax.cosine_onecycle_schedule(total_steps, base_lr, pct_start=pct_start,
-                                          div_factor=div_factor,
-                                          final_div_factor=final_div_factor)
-
-
-def _check_lr(base_lr: float) -> None:
-    if not isinstance(base_lr, (int, float)) or not base_lr > 0:
-        raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")

@@ -23,12 +23,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ckd_jax.data.augment import center_crop, normalize, random_crop_flip
 from ckd_jax.losses import cross_entropy
+from ckd_jax.train import optim
 from ckd_jax.train.methods import FeatureShapes, LossInputs, Method
 
 Array = jax.Array
@@ -101,13 +101,18 @@ class StepSpec:
     eval_crop: int | None
     momentum: float
     weight_decay: float
-    schedule: str  # "plateau" (constant within phases) or "cosine"
-    total_steps: int  # cosine horizon
+    schedule: str  # optim.SCHEDULES: "plateau" (constant within phases), "cosine", ...
+    total_steps: int  # cosine / one-cycle horizon
     compute_dtype: str
     group_forward: str
     has_remainder: bool
     remainder_weight: float
     use_pool: bool
+    # Optimiser facts beyond the students' (teachers' recipes, ckd_jax.train.supervised):
+    nesterov: bool = False
+    milestones: tuple = ()  # multistep milestones, in global steps
+    lr_factor: float = 0.1  # multistep factor
+    warmup_steps: int = 0  # cosine warm-up
 
 
 def steps_per_pseudo_epoch(n_train: int, batch_size: int) -> int:
@@ -211,8 +216,6 @@ def _augment(spec: StepSpec, key, images_u8):
 
 
 def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
-    trace = optax.trace(decay=spec.momentum)
-
     def step(state, inputs, data):
         idx, key = inputs
         k_aug, k_mix, k_loss, k_rem, k_remaug = jax.random.split(key, 5)
@@ -249,16 +252,16 @@ def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
 
         (loss, (stats, extra_state, metrics)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
-        # torch.optim.SGD semantics: weight decay added to the gradient (the student and the
-        # method's heads, as the authors' optimiser holds both), then momentum
-        # buf = m * buf + g, then p -= lr * buf.
-        grads = jax.tree.map(lambda g, p: g + spec.weight_decay * p, grads, state.params)
-        direction, momentum = trace.update(grads, state.momentum)
-        lr = state.lr
-        if spec.schedule == "cosine":
-            t = jnp.minimum(state.step, spec.total_steps).astype(jnp.float32)
-            lr = lr * 0.5 * (1.0 + jnp.cos(jnp.pi * t / spec.total_steps))
-        params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
+        # torch.optim.SGD (ckd_jax.train.optim): weight decay added to the gradient (the
+        # student and the method's heads, as the authors' optimiser holds both), momentum
+        # buf = m * buf + g, p -= lr * buf; lr = this member's base rate under the schedule.
+        lr = optim.scheduled_lr(spec.schedule, state.lr, state.step,
+                                total_steps=spec.total_steps, milestones=spec.milestones,
+                                factor=spec.lr_factor, warmup_steps=spec.warmup_steps)
+        params, momentum = optim.sgd_update(grads, state.momentum, state.params, lr,
+                                            momentum=spec.momentum,
+                                            weight_decay=spec.weight_decay,
+                                            nesterov=spec.nesterov)
         new_state = TrainState(params, stats, momentum, extra_state, state.lr, state.step + 1)
         return new_state, {"loss": loss, **metrics}
 
@@ -454,7 +457,6 @@ def init_state(model, method: Method, keys: Array, lrs: Array, sample_shape: tup
     required by methods with feature layers: their heads are sized from it and from the
     student's feature shapes (`student_feature_shapes`).
     """
-    trace = optax.trace(decay=0.0)  # only its (zero) state structure is needed
     shapes = None
     if method.needs_features:
         missing = [i for i in method.teacher_layers if i not in (teacher_feature_shapes or {})]
@@ -479,7 +481,7 @@ def init_state(model, method: Method, keys: Array, lrs: Array, sample_shape: tup
         elif method.init_extra is not None:
             extra_params, extra_state = method.init_extra(k_extra, num_classes, n_train)
         params = {"student": student, "extra": extra_params}
-        return TrainState(params, batch_stats, trace.init(params), extra_state,
+        return TrainState(params, batch_stats, optim.sgd_init(params), extra_state,
                           jnp.asarray(lr, jnp.float32), jnp.int32(0))
 
     return jax.jit(jax.vmap(one))(keys, lrs)
