@@ -4,6 +4,8 @@
   python experiments/benchmark.py --models resnet32 --methods ckd_k2 --populations 1,32 \
       --dtypes bfloat16 --json results/bench_h100.json
   python experiments/benchmark.py --quick               # tiny CPU smoke run (tiny_cnn, P=1)
+  python experiments/benchmark.py --models resnet32 --methods ce --populations 1 \
+      --dtypes float32 --steps 5 --n-train 320           # CPU: ckd_jax vs PyTorch, resnet32
 
 For each student model, method, population size P and compute dtype the engine's pseudo-epoch
 is built exactly as `run_distillation` builds it (`student.make_train_epoch` on synthetic uint8
@@ -14,6 +16,20 @@ per step, already on the device and already normalised, with no sampling, no aug
 plain cross-entropy, as a `lax.scan` of the same length, vmapped over the same P members
 (`make_limit_epoch` below). `x limit` = time of the method's call / time of the limit's call
 (1.0 = no overhead).
+
+Loop: `--epoch-loop auto` (the default) is what the engine does: a host loop over one compiled
+step on CPU (XLA:CPU runs convolution gradients inside `while` loops many times slower), one
+`lax.scan` per call on accelerators; method and limit always use the same loop. A progress line
+goes to stderr before and after every row.
+
+PyTorch column (CPU, float32, P=1 rows, when torch is importable; `--no-torch` skips it): the
+limit's step (train-mode forward, cross-entropy, backward, `torch.optim.SGD` with the same
+momentum and weight decay) of the model's PyTorch twin (tests/torch_zoo.py; a TinyCNN twin
+here) on the same number of images per step, same steps per call, warm-up and repeats, timed in
+the same command (`bench_torch_reference`), each torch call followed by one more call of the
+limit, so both see the same machine load. `x torch` = median over the repeats of torch time /
+ckd_jax limit time, i.e. ckd_jax img/s / torch img/s (> 1: ckd_jax's step is faster). The goal
+column says whether the step is at least as fast.
 
 Timing: compile (lower + compile) timed separately; `--warmup` calls excluded; each repeat is
 one call followed by `jax.block_until_ready`; the median over `--repeats` is reported. Images/s
@@ -94,11 +110,11 @@ def make_limit_epoch(model, compute_dtype: str, momentum: float = 0.9,
     return jax.jit(jax.vmap(member), donate_argnums=(0,))
 
 
-def _time_calls(call, args_for, warmup: int, repeats: int):
+def _time_calls(call, args_for, warmup: int, repeats: int, last: dict | None = None):
     """Run `call(*args_for(i))` warmup + repeats times; returns (median s, all times).
 
     `call` returns (new first argument, outputs); the first argument is threaded through (it is
-    donated by the compiled functions).
+    donated by the compiled functions); `last["carry"]` gets the final one if `last` is given.
     """
     carry = None
     times = []
@@ -110,6 +126,8 @@ def _time_calls(call, args_for, warmup: int, repeats: int):
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)
+    if last is not None:
+        last["carry"] = carry
     return statistics.median(times), times
 
 
@@ -124,6 +142,7 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
                  channels: int, warmup: int, repeats: int, model_kwargs: dict,
                  limit_cache: dict, epoch_loop: str = "scan") -> dict:
     """One row: the engine's compiled pseudo-epoch and its limit, timed (see module doc)."""
+    epoch_loop = resolve_epoch_loop(epoch_loop, jax.devices()[0].platform)
     from ckd_jax.models import create_model
     from ckd_jax.train import student as S
     from ckd_jax.train.config import DistillConfig
@@ -186,7 +205,9 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
                                         num_classes=num_classes, image_size=image_size,
                                         channels=channels, warmup=warmup, repeats=repeats,
                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                        epoch_loop=epoch_loop)
+                                        epoch_loop=epoch_loop,
+                                        keep_rerun=jax.devices()[0].platform == "cpu"
+                                        and p == 1 and dtype == "float32")
     lim = limit_cache[lkey]
     img_total = steps * images_per_step * p
     return {
@@ -201,11 +222,14 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
 
 def bench_limit(model, p: int, dtype: str, images_per_step: int, *, steps: int,
                 num_classes: int, image_size: int, channels: int, warmup: int, repeats: int,
-                momentum: float, weight_decay: float, epoch_loop: str = "scan") -> dict:
+                momentum: float, weight_decay: float, epoch_loop: str = "scan",
+                keep_rerun: bool = False) -> dict:
     """Time `make_limit_epoch` on pre-normalised device images [P, steps, N, H, W, C].
 
     With epoch_loop="python" the limit is the same step compiled alone and called once per host
-    iteration, like the engine's python loop.
+    iteration, like the engine's python loop. `keep_rerun`: the result also holds "rerun", a
+    function that times one more call (for the PyTorch column's interleaved timing; it keeps
+    the images alive, so only CPU P=1 rows ask for it).
     """
     fn = make_limit_epoch(model, dtype, momentum, weight_decay,
                           single_step=epoch_loop == "python")
@@ -232,9 +256,137 @@ def bench_limit(model, p: int, dtype: str, images_per_step: int, *, steps: int,
             return c, losses
     else:
         compiled, compile_s = _compile(fn, carry, images, labels)
+    last: dict = {}
     t, _ = _time_calls(compiled, lambda i, c: (carry if c is None else c, images, labels),
-                       warmup, repeats)
-    return {"compile_s": compile_s, "call_s": t}
+                       warmup, repeats, last)
+    result = {"compile_s": compile_s, "call_s": t}
+    if keep_rerun:
+        def rerun() -> float:
+            t0 = time.perf_counter()
+            last["carry"], out = compiled(last["carry"], images, labels)
+            jax.block_until_ready((last["carry"], out))
+            return time.perf_counter() - t0
+
+        result["rerun"] = rerun
+    return result
+
+
+class _TorchTinyCNN:
+    """A PyTorch TinyCNN (ckd_jax.models.small) for the reference column of tiny_cnn rows."""
+
+    @staticmethod
+    def build(num_classes: int, width: int = 16, in_channels: int = 3):
+        from torch import nn
+
+        return nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(2 * width, num_classes))
+
+
+def torch_reference_net(model_name: str, num_classes: int, model_kwargs: dict | None = None):
+    """The PyTorch twin of a zoo model (tests/torch_zoo.py; tiny_cnn here), or None.
+
+    None when torch is not importable or there is no twin (mlp, or tests/ absent).
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    if model_name == "tiny_cnn":
+        return _TorchTinyCNN.build(num_classes, **(model_kwargs or {}))
+    tests_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "tests")
+    if tests_dir not in sys.path and os.path.isdir(tests_dir):
+        sys.path.append(tests_dir)
+    try:
+        import torch_zoo
+    except ImportError:
+        return None
+    try:
+        return torch_zoo.build(model_name, num_classes)
+    except ValueError:
+        return None
+
+
+def bench_torch_reference(model_name: str, images_per_step: int, *, steps: int,
+                          num_classes: int, image_size: int, channels: int, warmup: int,
+                          repeats: int, momentum: float = 0.9, weight_decay: float = 5e-4,
+                          model_kwargs: dict | None = None, channels_last: bool = False,
+                          paired_call=None) -> dict | None:
+    """PyTorch's time for the limit's step: the reference net in train mode, forward on
+    `images_per_step` images already in memory, cross-entropy, backward,
+    `torch.optim.SGD(lr, momentum, weight_decay)`; `steps` steps per call, median of `repeats`
+    calls after `warmup`. Default threads, float32, NCHW (the reference code's format) unless
+    `channels_last`. None when torch or the model's twin is missing.
+
+    `paired_call` (the limit's `rerun`, which times one ckd_jax call of the same steps) is
+    called after every torch call, so both are timed interleaved under the same machine load:
+    then "x_torch" = median over the repeats of torch time / ckd_jax time, and
+    "limit_images_per_s" = ckd_jax's median in this interleaved timing.
+    """
+    net = torch_reference_net(model_name, num_classes, model_kwargs)
+    if net is None:
+        return None
+    import torch
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.train().to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=momentum,
+                          weight_decay=weight_decay)
+    x = torch.randn(images_per_step, channels, image_size, image_size).to(memory_format=fmt)
+    y = torch.randint(0, num_classes, (images_per_step,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def call():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    times, jax_times = [], []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        call()
+        dt = time.perf_counter() - t0
+        dj = paired_call() if paired_call is not None else None
+        if i >= warmup:
+            times.append(dt)
+            jax_times.append(dj)
+    t = statistics.median(times)
+    out = {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "torch_call_s": t, "torch_images_per_s": steps * images_per_step / t}
+    if paired_call is not None:
+        out["x_torch"] = statistics.median(a / b for a, b in zip(times, jax_times))
+        out["limit_images_per_s"] = steps * images_per_step / statistics.median(jax_times)
+    return out
+
+
+def add_torch_reference(row: dict, cache: dict, *, platform: str, **kw) -> dict:
+    """Add `torch_images_per_s` and `x_torch` (= ckd_jax limit img/s / torch img/s; > 1 means
+    ckd_jax's bare step is faster) to a CPU float32 P=1 row; None elsewhere or without torch.
+    The torch step is timed once per (model, images per step) and cached; with `paired_call`
+    in `kw` (see `bench_torch_reference`) the ratio is the interleaved one.
+    """
+    row.update(torch_images_per_s=None, x_torch=None)
+    if platform != "cpu" or row["dtype"] != "float32" or row["population"] != 1:
+        return row
+    key = (row["model"], row["images_per_step"])
+    if key not in cache:
+        cache[key] = bench_torch_reference(row["model"], row["images_per_step"], **kw)
+    ref = cache[key]
+    if ref is not None:
+        row["torch_images_per_s"] = ref["torch_images_per_s"]
+        if "x_torch" in ref:
+            row["x_torch"] = ref["x_torch"]
+            row["limit_images_per_s_vs_torch"] = ref["limit_images_per_s"]
+        else:
+            row["x_torch"] = row["limit_images_per_s"] / ref["torch_images_per_s"]
+    return row
 
 
 def goal_text(row: dict, device_kind: str) -> str:
@@ -250,6 +402,8 @@ def goal_text(row: dict, device_kind: str) -> str:
             where = ("" if "H100" in device_kind
                      else f" (goal is for one H100; ran on {device_kind})")
             goals.append(f">{target:,} img/s: {'met' if ok else 'NOT met'}{where}")
+    if row.get("x_torch") is not None:
+        goals.append(f"step >= torch: {'met' if row['x_torch'] >= 1.0 else 'NOT met'}")
     return "; ".join(goals)
 
 
@@ -263,18 +417,78 @@ def markdown(rows: list[dict], header: dict) -> str:
              f"{header['epoch_loop']}; median of "
              f"{header['repeats']} calls after {header['warmup']} warm-up; compile timed "
              f"separately (persistent cache: {header['compilation_cache'] or 'off'}). "
-             f"x limit = call time / limit call time (bare CE step on pre-normalised images).",
+             f"x limit = call time / limit call time (bare CE step on pre-normalised images). "
+             f"torch img/s: the same bare step of the PyTorch reference net (CPU, float32, "
+             f"P=1 rows; {header.get('torch') or 'torch not importable'}), timed alternately "
+             f"with the limit's step; x torch = median of the paired time ratios torch / "
+             f"ckd_jax limit (> 1: ckd_jax faster).",
              "",
              "| model | method | P | dtype | img/step | compile s | ms/call | steps/s | img/s "
-             "(total) | limit img/s | x limit | goal |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "(total) | limit img/s | x limit | torch img/s | x torch | goal |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        t_ips, x_t = r.get("torch_images_per_s"), r.get("x_torch")
         lines.append(
             f"| {r['model']} | {r['method']} | {r['population']} | {r['dtype']} | "
             f"{r['images_per_step']} | {r['compile_s']:.1f} | {1000 * r['call_s']:.1f} | "
             f"{r['steps_per_s']:.1f} | {r['images_per_s']:,.0f} | "
-            f"{r['limit_images_per_s']:,.0f} | {r['x_limit']:.2f} | {r['goal']} |")
+            f"{r['limit_images_per_s']:,.0f} | {r['x_limit']:.2f} | "
+            f"{'-' if t_ips is None else f'{t_ips:,.0f}'} | "
+            f"{'-' if x_t is None else f'{x_t:.2f}'} | {r['goal']} |")
     return "\n".join(lines) + "\n"
+
+
+def resolve_epoch_loop(epoch_loop: str, platform: str) -> str:
+    """"auto" -> "python" on CPU (XLA:CPU runs convolution gradients inside while loops many
+    times slower), "scan" on accelerators; "scan"/"python" unchanged."""
+    if epoch_loop == "auto":
+        return "python" if platform == "cpu" else "scan"
+    return epoch_loop
+
+
+def bench_row(args, model: str, method: str, p: int, dtype: str, steps: int, dev,
+              caches: dict) -> dict:
+    """One table row: the method against its limit, then the PyTorch column (CPU)."""
+    row = bench_method(model, method, p, dtype, batch_size=args.batch_size,
+                       n_train=args.n_train, steps=steps, num_classes=args.num_classes,
+                       image_size=args.image_size, channels=args.channels,
+                       warmup=args.warmup, repeats=args.repeats,
+                       model_kwargs=args.model_kwargs, limit_cache=caches["limit"],
+                       epoch_loop=args.epoch_loop)
+    if args.no_torch:
+        row.update(torch_images_per_s=None, x_torch=None)
+    else:
+        lim = caches["limit"].get((model, p, dtype, row["images_per_step"]), {})
+        add_torch_reference(row, caches["torch"], platform=dev.platform, steps=steps,
+                            num_classes=args.num_classes, image_size=args.image_size,
+                            channels=args.channels, warmup=args.warmup,
+                            repeats=args.repeats, model_kwargs=args.model_kwargs,
+                            paired_call=lim.get("rerun"))
+    row["goal"] = goal_text(row, dev.device_kind)
+    return row
+
+
+def run_rows(args, steps: int, dev) -> list[dict]:
+    """Every (model, dtype, P, method) row, with a progress line on stderr before and after
+    each (a CPU row can take minutes)."""
+    rows = []
+    caches: dict = {"limit": {}, "torch": {}}
+    grid = [(m, d, p, meth) for m in args.models for d in args.dtypes
+            for p in args.populations for meth in args.methods]
+    for i, (model, dtype, p, method) in enumerate(grid, 1):
+        print(f"[{i}/{len(grid)}] {model} {method} P={p} {dtype} ({args.epoch_loop} loop, "
+              f"{steps} steps per call) ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        row = bench_row(args, model, method, p, dtype, steps, dev, caches)
+        rows.append(row)
+        jax_ips = row.get("limit_images_per_s_vs_torch", row["limit_images_per_s"])
+        torch_text = ("" if row["x_torch"] is None else
+                      f"; bare step, timed alternately: ckd_jax {jax_ips:,.0f} img/s, torch "
+                      f"{row['torch_images_per_s']:,.0f} img/s, ratio {row['x_torch']:.2f}")
+        print(f"  {model} {method} P={p} {dtype}: {row['images_per_s']:,.0f} img/s, "
+              f"x limit {row['x_limit']:.2f}{torch_text} ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+    return rows
 
 
 def _list(text: str, kind=str) -> list:
@@ -305,10 +519,13 @@ def main(argv=None) -> int:
                     help="CPU smoke setting: tiny_cnn width 4, ckd_k2, P=1, float32, "
                          "batch 16, 4 steps, 16x16 images, 10 classes, 2 repeats")
     ap.add_argument("--json", help="write the rows and header to this JSON file")
-    ap.add_argument("--epoch-loop", choices=("scan", "python"), default="scan",
+    ap.add_argument("--epoch-loop", choices=("auto", "scan", "python"), default="auto",
                     help="scan: a pseudo-epoch as one lax.scan (the accelerator path); python: "
-                         "a host loop over one compiled step (the engine's CPU path); the "
+                         "a host loop over one compiled step (the engine's CPU path); auto "
+                         "(default): python on CPU, scan on accelerators, as the engine; the "
                          "limit uses the same loop")
+    ap.add_argument("--no-torch", action="store_true",
+                    help="skip the PyTorch reference column (CPU float32 P=1 rows)")
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.methods, args.populations = ["tiny_cnn"], ["ckd_k2"], [1]
@@ -337,29 +554,23 @@ def main(argv=None) -> int:
     steps = args.steps or steps_per_pseudo_epoch(args.n_train, args.batch_size)
 
     dev = jax.devices()[0]
+    args.epoch_loop = resolve_epoch_loop(args.epoch_loop, dev.platform)
+    torch_version = None
+    if not args.no_torch and dev.platform == "cpu":
+        try:
+            import torch
+            torch_version = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        except ImportError:
+            pass
     header = {"device_kind": dev.device_kind, "platform": dev.platform,
               "jax_version": jax.__version__, "batch_size": args.batch_size, "steps": steps,
               "n_train": args.n_train, "num_classes": args.num_classes,
               "image_size": args.image_size, "channels": args.channels,
               "warmup": args.warmup, "repeats": args.repeats, "epoch_loop": args.epoch_loop,
-              "compilation_cache": jax.config.jax_compilation_cache_dir}
-    rows = []
-    limit_cache: dict = {}
-    for model in args.models:
-        for dtype in args.dtypes:
-            for p in args.populations:
-                for method in args.methods:
-                    row = bench_method(model, method, p, dtype, batch_size=args.batch_size,
-                                       n_train=args.n_train, steps=steps,
-                                       num_classes=args.num_classes,
-                                       image_size=args.image_size, channels=args.channels,
-                                       warmup=args.warmup, repeats=args.repeats,
-                                       model_kwargs=args.model_kwargs,
-                                       limit_cache=limit_cache, epoch_loop=args.epoch_loop)
-                    row["goal"] = goal_text(row, dev.device_kind)
-                    rows.append(row)
-                    print(f"  {model} {method} P={p} {dtype}: {row['images_per_s']:,.0f} img/s, "
-                          f"x limit {row['x_limit']:.2f}", file=sys.stderr, flush=True)
+              "compilation_cache": jax.config.jax_compilation_cache_dir,
+              "torch": torch_version,
+              "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    rows = run_rows(args, steps, dev)
     print(markdown(rows, header))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

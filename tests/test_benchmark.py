@@ -1,5 +1,6 @@
-"""experiments/benchmark.py: the --quick CPU run end to end, the limit step's SGD arithmetic
-against NumPy, and the goal column."""
+"""experiments/benchmark.py: the --quick CPU run end to end (with the PyTorch column), the
+limit step's SGD arithmetic against NumPy, the goal column, the per-platform loop choice and the
+PyTorch twins."""
 
 import importlib.util
 import json
@@ -11,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # the test extra pins torch==2.13.0 (CPU)
 
-from ckd_jax.models import create_model
+from ckd_jax.models import create_model, param_count
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
@@ -21,7 +23,7 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-@pytest.mark.parametrize("loop", ["scan", "python"])
+@pytest.mark.parametrize("loop", ["scan", "auto"])  # auto on CPU = the python host loop
 def test_quick_run_prints_table_with_ratio(tmp_path, loop):
     out_json = tmp_path / "bench.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -33,7 +35,9 @@ def test_quick_run_prints_table_with_ratio(tmp_path, loop):
     assert "| x limit |" in text and "jax " + jax.__version__ in text
     data = json.loads(out_json.read_text())
     assert data["header"]["device_kind"] == jax.devices("cpu")[0].device_kind
-    assert data["header"]["epoch_loop"] == loop and f"epoch loop {loop}" in text
+    resolved = {"scan": "scan", "auto": "python"}[loop]
+    assert data["header"]["epoch_loop"] == resolved and f"epoch loop {resolved}" in text
+    assert "[1/1] tiny_cnn ckd_k2 P=1 float32" in proc.stderr  # progress before the row
     (row,) = data["rows"]
     assert (row["model"], row["method"], row["population"], row["dtype"]) == (
         "tiny_cnn", "ckd_k2", 1, "float32")
@@ -47,6 +51,13 @@ def test_quick_run_prints_table_with_ratio(tmp_path, loop):
     assert "<=1.2x limit" in row["goal"]
     line = next(ln for ln in text.splitlines() if ln.startswith("| tiny_cnn | ckd_k2"))
     assert f"{row['x_limit']:.2f}" in line
+    # PyTorch column: the same bare step of the torch twin, timed in the same command
+    assert data["header"]["torch"].startswith("torch " + torch.__version__)
+    assert row["torch_images_per_s"] > 0 and row["limit_images_per_s_vs_torch"] > 0
+    assert 0 < row["x_torch"] < float("inf")  # paired (interleaved) ratio, see the unit test
+    assert "| x torch |" in text and f"{row['x_torch']:.2f}" in line
+    assert "step >= torch: " in row["goal"]
+    assert f"ratio {row['x_torch']:.2f}" in proc.stderr
 
 
 def test_limit_step_matches_numpy_sgd():
@@ -99,3 +110,53 @@ def test_goal_text():
     assert bench.goal_text({**row, "method": "kd"}, "cpu") == ""
     with pytest.raises(ValueError, match="unknown benchmark method 'nope'"):
         bench.method_overrides("nope")
+
+
+def test_epoch_loop_auto_is_python_on_cpu_only():
+    assert bench.resolve_epoch_loop("auto", "cpu") == "python"
+    for platform in ("gpu", "cuda", "tpu", "rocm"):
+        assert bench.resolve_epoch_loop("auto", platform) == "scan"
+    assert bench.resolve_epoch_loop("scan", "cpu") == "scan"
+    assert bench.resolve_epoch_loop("python", "gpu") == "python"
+
+
+def test_torch_twins_have_the_same_parameters():
+    twin = bench.torch_reference_net("tiny_cnn", 10, {"width": 4})
+    assert sum(p.numel() for p in twin.parameters()) == param_count("tiny_cnn", 10, width=4)
+    twin = bench.torch_reference_net("resnet8", 10)  # tests/torch_zoo.py
+    assert sum(p.numel() for p in twin.parameters()) == param_count("resnet8", 10)
+    assert bench.torch_reference_net("mlp", 10) is None
+
+
+def test_torch_reference_column():
+    ref = bench.bench_torch_reference("tiny_cnn", 8, steps=2, num_classes=10, image_size=8,
+                                      channels=3, warmup=0, repeats=1,
+                                      model_kwargs={"width": 2})
+    assert ref["torch_images_per_s"] == pytest.approx(2 * 8 / ref["torch_call_s"])
+    assert "x_torch" not in ref
+    calls = []
+    paired = bench.bench_torch_reference(  # the limit's rerun, called after each torch call
+        "tiny_cnn", 8, steps=2, num_classes=10, image_size=8, channels=3, warmup=1, repeats=3,
+        model_kwargs={"width": 2}, paired_call=lambda: calls.append(1) or 1e6)
+    assert len(calls) == 4
+    assert paired["limit_images_per_s"] == pytest.approx(2 * 8 / 1e6)
+    assert 0 < paired["x_torch"] < 1e-3  # torch time / 1e6 s
+    row = bench.add_torch_reference(
+        {"model": "tiny_cnn", "method": "ce", "images_per_step": 8, "dtype": "float32",
+         "population": 1, "limit_images_per_s": 1.0}, {("tiny_cnn", 8): paired}, platform="cpu")
+    assert row["x_torch"] == paired["x_torch"]
+    assert row["limit_images_per_s_vs_torch"] == paired["limit_images_per_s"]
+    row = {"model": "tiny_cnn", "method": "ce", "images_per_step": 8, "dtype": "float32",
+           "population": 1, "limit_images_per_s": 3 * ref["torch_images_per_s"]}
+    cache = {("tiny_cnn", 8): ref}
+    bench.add_torch_reference(dict(row), cache, platform="cpu")  # cached: no second timing
+    out = bench.add_torch_reference(row, cache, platform="cpu")
+    assert out["x_torch"] == pytest.approx(3.0)
+    assert "step >= torch: met" in bench.goal_text(out, "cpu")
+    for other in ({"population": 8}, {"dtype": "bfloat16"}):
+        skipped = bench.add_torch_reference({**row, **other}, cache, platform="cpu")
+        assert skipped["x_torch"] is None and skipped["torch_images_per_s"] is None
+    assert bench.add_torch_reference(dict(row), {}, platform="gpu")["x_torch"] is None
+    kw = dict(steps=1, num_classes=10, image_size=8, channels=3, warmup=0, repeats=1)
+    assert bench.add_torch_reference({**row, "model": "mlp"}, {}, platform="cpu", **kw)[
+        "x_torch"] is None  # no torch twin
