@@ -38,7 +38,8 @@ def test_training_learns_and_writes_run_dir(trained, digits):
     assert res.test_acc > 0.5, res.history
     assert len(res.history) == 4 and [r["epoch"] for r in res.history] == [1, 2, 3, 4]
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
-    assert res.history[0]["step"] == len(digits[0]) // 32  # last partial batch dropped
+    # the engine's pseudo-epoch: ceil(N / B) steps, the last batch filled from a 2nd permutation
+    assert res.history[0]["step"] == -(-len(digits[0]) // 32)
     run = res.run_dir
     rows = [json.loads(x) for x in open(os.path.join(run, "log.jsonl"))]
     assert rows == res.history
@@ -111,27 +112,51 @@ def test_evaluate_matches_numpy_reference():
 
 
 def test_scan_and_python_epoch_loops_agree(digits):
-    from ckd_jax.train import optim
-    from ckd_jax.train.supervised import init_train_state, make_train_epoch
-
-    tr = digits[0].subset(np.arange(96))
-    model = create_model("tiny_cnn", 10, width=4)
-    tx = optim.make_optimizer(lr_schedule=optim.cosine(0.1, 6))
-    spec = dataset_spec("digits")
+    """The loop policy is the engine's (student.make_train_epoch): both loops, same run."""
+    tr, te = digits[0].subset(np.arange(96)), digits[1].subset(np.arange(40))
     out = {}
     for loop in ("scan", "python"):
-        state = init_train_state(model, tx, (8, 8, 1), seed=3)
-        fn = make_train_epoch(model, tx, spec, batch_size=32, num_train=96, num_classes=10,
-                              loop=loop)
-        for _ in range(2):
-            state, metrics = fn(state, jnp.asarray(tr.images), jnp.asarray(tr.labels))
-        out[loop] = (state, metrics)
-    (a, ma), (b, mb) = out["scan"], out["python"]
-    assert int(a["epoch"]) == int(b["epoch"]) == 2
-    for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
+        cfg = TeacherConfig(dataset="digits", model="tiny_cnn", model_kwargs={"width": 4},
+                            epochs=2, batch_size=32, lr=0.1, schedule="cosine", epoch_loop=loop,
+                            progress=False)
+        out[loop] = train_teacher(cfg, train=tr, test=te)
+    a, b = out["scan"], out["python"]
+    for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-5)
-    np.testing.assert_array_equal(jax.random.key_data(a["rng"]), jax.random.key_data(b["rng"]))
+    np.testing.assert_allclose([r["train_loss"] for r in a.history],
+                               [r["train_loss"] for r in b.history], rtol=1e-5)
+
+
+def test_teacher_is_the_student_engine_with_one_ce_member(digits):
+    """train_teacher = student.make_train_epoch (method "ce", M = 1, full split) +
+    student.make_evaluate: rebuilding those pieces by hand gives the same weights, bitwise."""
+    from ckd_jax.train import student as S
+    from ckd_jax.train import supervised as T
+
+    tr, te = digits[0].subset(np.arange(80)), digits[1].subset(np.arange(30))
+    cfg = TeacherConfig(dataset="digits", model="tiny_cnn", model_kwargs={"width": 4},
+                        epochs=2, batch_size=32, lr=0.05, progress=False)
+    res = train_teacher(cfg, train=tr, test=te)
+    c, spec = cfg.resolved(), dataset_spec("digits")
+    step_spec = T.teacher_step_spec(c, spec, 80)
+    assert step_spec.steps_per_epoch == 3 and step_spec.schedule == "multistep"
+    assert step_spec.milestones == (3, 6)  # epochs (1, 2) x 3 steps (round(5/8*2)=1, 3/4*2=2)
+    model = create_model("tiny_cnn", 10, width=4)
+    mesh = S.make_mesh(1)
+    method = T.teacher_method()
+    state = S.init_state(model, method, jax.random.PRNGKey(c.seed)[None],
+                         jnp.asarray([c.lr], jnp.float32), (8, 8, 1), 10, 80)
+    epoch = S.make_train_epoch(model, method, step_spec, mesh)
+    data = jax.device_put(T.teacher_data(tr.images, tr.labels, 10))
+    for e in range(2):
+        state, _ = epoch(state, data, T.epoch_keys(c.seed, e), jnp.ones(1, bool))
+    got = {"params": state.params["student"], "batch_stats": state.batch_stats}
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(res.variables)):
+        np.testing.assert_array_equal(np.asarray(x)[0], y)
+    ev = S.make_evaluate(model, step_spec, mesh, 30, shared_images=True)
+    top1, _ = ev(state.params["student"], state.batch_stats, jnp.asarray(te.images),
+                 jnp.asarray(te.labels))
+    assert float(top1[0]) == pytest.approx(res.test_acc, abs=1e-7)
 
 
 def test_bfloat16_compute_runs(digits):

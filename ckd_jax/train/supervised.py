@@ -8,16 +8,19 @@ Recipes (`TeacherConfig.recipe`):
            schedule, 30 epochs, bfloat16 compute on GPU/TPU ("auto"), float32 on CPU.
 Any field left None takes the recipe's value; explicit fields override it.
 
-How it runs: the uint8 training images live on the device; one epoch is one compiled
-`lax.scan` (on CPU a Python loop of one jitted step, see `make_train_epoch`) over a random
-permutation of the training set (the last incomplete batch is dropped,
-so every step has a static shape; RepDistiller's loader keeps it: at 50000 / 64 that is 16 images
-per epoch, a different 16 each epoch), with on-device augmentation (random crop after zero
-padding, flip, normalise) and one SGD step per batch. After each epoch the test split is
-evaluated (compiled, `ckd_jax.train.evaluate`), a line is appended to `<run_dir>/log.jsonl`, and
-an orbax checkpoint is written (the latest every epoch and the best by test accuracy,
-`ckd_jax.checkpoint.Checkpointer`). `resume=True` continues from the latest checkpoint and
-reproduces an uninterrupted run exactly (all randomness comes from the PRNG key in the state).
+A teacher is a configuration of the one training engine (`ckd_jax.train.student`), not a second
+engine: a population of one member whose data is the whole training split, the method "ce"
+(`teacher_method`: cross-entropy, optional label smoothing), and the recipe's schedule in the
+StepSpec (`teacher_step_spec`; the schedules and torch-style SGD are `ckd_jax.train.optim`).
+One epoch is one call of `student.make_train_epoch` (a `lax.scan` on accelerators, a host loop
+of one compiled step on CPU, chosen there): ceil(N / batch) steps over a permutation of the
+training set, the last partial batch filled from a second permutation (every step has a static
+shape), with on-device augmentation. After each epoch the test split is evaluated by
+`student.make_evaluate` (M = 1, float32), a line is appended to `<run_dir>/log.jsonl`, and an
+orbax checkpoint of the engine state is written (the latest every epoch and the best by test
+accuracy, `ckd_jax.checkpoint.Checkpointer`). `resume=True` continues from the latest
+checkpoint and reproduces an uninterrupted run exactly (epoch e's randomness is
+`fold_in(PRNGKey(seed), e)`, as for students).
 
 Selecting a teacher by *test* accuracy would leak the test set, so `load_teacher` returns the
 last epoch's weights by default (RepDistiller's released teachers are last-epoch weights too).
@@ -39,14 +42,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ckd_jax.checkpoint import Checkpointer
-from ckd_jax.data.augment import normalize, random_crop_flip
+from ckd_jax.losses import cross_entropy
 from ckd_jax.train import optim
-from ckd_jax.train.evaluate import make_eval_fn
+from ckd_jax.train import student as S
+from ckd_jax.train.methods import LossInputs, Method
+from ckd_jax.train.student import MemberData, StepSpec, steps_per_pseudo_epoch
 
 __all__ = ["TeacherConfig", "TeacherResult", "RECIPES", "train_teacher", "load_teacher",
-           "make_train_epoch", "init_train_state"]
+           "teacher_method", "teacher_step_spec", "teacher_data", "epoch_keys"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(epochs=240, batch_size=64, lr=0.05, schedule="multistep", warmup_epochs=0,
@@ -183,133 +190,73 @@ class TeacherResult(NamedTuple):
     wall_time_s: float
 
 
-# ----------------------------------------------------------------------------- the compiled core
-def _resolve_dtype(compute_dtype: str) -> Any:
+# ------------------------------------------------- the teacher as a configuration of the engine
+def _resolve_dtype(compute_dtype: str) -> str:
+    """"auto" -> "bfloat16" on GPU/TPU, "float32" on CPU (the StepSpec's compute_dtype)."""
     if compute_dtype == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[compute_dtype]
+        return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+    return compute_dtype
 
 
-def init_train_state(model, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                     seed: int) -> dict:
-    """Initial state {"params", "batch_stats", "opt_state", "rng", "epoch"} for `model`.
+def teacher_method(label_smoothing: float = 0.0) -> Method:
+    """The engine's method "ce" as a teacher uses it: cross-entropy with the labels (optionally
+    label-smoothed), no teacher; metrics {"ce", "acc"} (train accuracy of the batch)."""
 
-    `rng` is a typed PRNG key (checkpointed as raw key data); `epoch` counts finished epochs.
-    """
-    init_key, rng = jax.random.split(jax.random.key(seed))
-    dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-    variables = jax.jit(lambda k: model.init(k, dummy, train=False))(init_key)
-    params = variables["params"]
-    return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-            "opt_state": tx.init(params), "rng": rng, "epoch": jnp.zeros((), jnp.int32)}
-
-
-def make_train_epoch(model, tx: optax.GradientTransformation, spec: Any, *, batch_size: int,
-                     num_train: int, num_classes: int, label_smoothing: float = 0.0,
-                     compute_dtype: Any = jnp.float32, loop: str = "auto") -> Callable:
-    """`train_epoch(state, images_u8 [N,H,W,C], labels [N]) -> (state, metrics)`.
-
-    One epoch = floor(N / batch_size) SGD steps over a random permutation (drawn from
-    `state["rng"]`), as a single `lax.scan`. Each step: gather the batch on device, random crop
-    (`spec.crop_size` after `spec.padding` zero padding) and flip (`spec.flip`), normalise,
-    forward in train mode (BatchNorm batch statistics), softmax cross-entropy with optional
-    label smoothing, optax update. With `compute_dtype=bfloat16` the parameters and inputs are
-    cast for the forward pass only; master weights, gradients, BN statistics and the loss stay
-    float32. metrics = {"loss", "acc"}: means over the epoch's steps.
-
-    loop: "scan" (the whole epoch is one jitted `lax.scan`), "python" (a jitted step dispatched
-    `steps` times from Python; identical math) or "auto" (scan on GPU/TPU, python on CPU, where
-    XLA runs conv gradients inside loops far slower, see below).
-    """
-    steps = num_train // batch_size
-    if steps < 1:
-        raise ValueError(f"batch_size={batch_size} is larger than the training set ({num_train})")
-
-    def loss_fn(params, batch_stats, x, y):
-        if compute_dtype != jnp.float32:
-            params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-            x = x.astype(compute_dtype)
-        variables = {"params": params}
-        if batch_stats:
-            variables["batch_stats"] = batch_stats
-        logits, new_vars = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        logits = logits.astype(jnp.float32)
-        targets = jax.nn.one_hot(y, num_classes)
+    def loss(x: LossInputs):
         if label_smoothing:
-            targets = optax.smooth_labels(targets, label_smoothing)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
-        acc = jnp.mean(jnp.argmax(logits, -1) == y)
-        return loss, (new_vars.get("batch_stats", batch_stats), acc)
+            targets = optax.smooth_labels(jax.nn.one_hot(x.labels, x.logits.shape[-1]),
+                                          label_smoothing)
+            ce = optax.softmax_cross_entropy(x.logits, targets).mean()
+        else:
+            ce = cross_entropy(x.logits, x.labels)
+        acc = jnp.mean(jnp.argmax(x.logits, -1) == x.labels)
+        return ce, x.extra_state, {"ce": ce, "acc": acc}
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def plan(state):
-        """The epoch's randomness: next key, batch indices [steps, batch], per-step keys."""
-        rng, perm_key, aug_key = jax.random.split(state["rng"], 3)
-        perm = jax.random.permutation(perm_key, num_train)[: steps * batch_size]
-        return rng, perm.reshape(steps, batch_size), jax.random.split(aug_key, steps)
-
-    def step(carry, inp, images_u8, labels):
-        params, batch_stats, opt_state = carry
-        idx, key = inp
-        x = random_crop_flip(key, images_u8[idx], crop_size=spec.crop_size,
-                             padding=spec.padding, flip=spec.flip)
-        x = normalize(x, spec.mean, spec.std)
-        (loss, (batch_stats, acc)), grads = grad_fn(params, batch_stats, x, labels[idx])
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, batch_stats, opt_state), (loss, acc)
-
-    def finish(state, rng, carry, losses, accs):
-        params, batch_stats, opt_state = carry
-        new_state = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state,
-                     "rng": rng, "epoch": state["epoch"] + 1}
-        return new_state, {"loss": jnp.mean(losses), "acc": jnp.mean(accs)}
-
-    def scan_epoch(state, images_u8, labels):
-        rng, perm, step_keys = plan(state)
-        carry = (state["params"], state["batch_stats"], state["opt_state"])
-        carry, (losses, accs) = jax.lax.scan(
-            lambda c, i: step(c, i, images_u8, labels), carry, (perm, step_keys))
-        return finish(state, rng, carry, losses, accs)
-
-    if loop == "auto":
-        loop = "python" if jax.default_backend() == "cpu" else "scan"
-    if loop == "scan":
-        return jax.jit(scan_epoch)
-    if loop != "python":
-        raise ValueError(f"loop must be 'scan', 'python' or 'auto', got {loop!r}")
-
-    # XLA:CPU runs convolution gradients inside a while loop (what lax.scan lowers to) 20-30x
-    # slower than the same step compiled alone (measured here: tiny_cnn, batch 512, 32x32:
-    # 1.0-1.6 s per step alone, 30 s inside a scan), so on CPU the steps are dispatched from
-    # Python: the same math, one compiled step, the data still resident on the device.
-    plan_j = jax.jit(plan)
-    step_j = jax.jit(step)
-    finish_j = jax.jit(finish)
-
-    def python_epoch(state, images_u8, labels):
-        rng, perm, step_keys = plan_j(state)
-        carry = (state["params"], state["batch_stats"], state["opt_state"])
-        losses, accs = [], []
-        for i in range(steps):
-            carry, (loss, acc) = step_j(carry, (perm[i], step_keys[i]), images_u8, labels)
-            losses.append(loss)
-            accs.append(acc)
-        return finish_j(state, rng, carry, jnp.stack(losses), jnp.stack(accs))
-
-    return python_epoch
+    return Method("ce", "sample", loss, uses_teacher=False,
+                  description="supervised teacher: cross-entropy on the full training split",
+                  hyper={"label_smoothing": label_smoothing})
 
 
-def _make_schedule(c: TeacherConfig, steps_per_epoch: int):
-    total = c.epochs * steps_per_epoch
-    if c.schedule == "multistep":
-        return optim.multistep(c.lr, steps_per_epoch, c.milestones, c.lr_factor)
-    if c.schedule == "cosine":
-        return optim.cosine(c.lr, total, c.warmup_epochs * steps_per_epoch)
-    if c.schedule == "onecycle":
-        return optim.onecycle(c.lr, max(total, 2))
-    return float(c.lr)  # constant
+def teacher_step_spec(c: TeacherConfig, spec: Any, n_train: int) -> StepSpec:
+    """The StepSpec of a resolved TeacherConfig: one member, the whole training split, the
+    recipe's schedule (milestones / warm-up converted to global steps)."""
+    steps = steps_per_pseudo_epoch(n_train, c.batch_size)
+    total = c.epochs * steps
+    return StepSpec(
+        batch_size=c.batch_size, steps_per_epoch=steps, n_train=n_train,
+        crop_size=spec.crop_size, padding=spec.padding, flip=spec.flip, mean=tuple(spec.mean),
+        std=tuple(spec.std), eval_crop=spec.eval_crop, momentum=c.momentum,
+        weight_decay=c.weight_decay, schedule=c.schedule,
+        total_steps=max(total, 2) if c.schedule == "onecycle" else total,
+        compute_dtype=_resolve_dtype(c.compute_dtype), group_forward="joint",
+        has_remainder=False, remainder_weight=0.0, use_pool=False, nesterov=c.nesterov,
+        milestones=tuple(m * steps for m in (c.milestones or ()))
+        if c.schedule == "multistep" else (),
+        lr_factor=c.lr_factor,
+        warmup_steps=(c.warmup_epochs or 0) * steps if c.schedule == "cosine" else 0)
+
+
+def teacher_data(images: np.ndarray, labels: np.ndarray, num_classes: int) -> MemberData:
+    """The engine's MemberData of a population of one: the full split, no logit table
+    (1-row dummies where the step expects a table, remainder or tuple pool; never read)."""
+    h, w, ch = images.shape[1:]
+    return MemberData(
+        images=np.asarray(images)[None], labels=np.asarray(labels, np.int32)[None],
+        teacher_logits=np.zeros((1, 1, num_classes), np.float32),
+        remainder_images=np.zeros((1, 1, h, w, ch), np.uint8),
+        remainder_labels=np.zeros((1, 1), np.int32), tuple_pool=np.zeros((1, 1, 1), np.int32),
+        aux={})
+
+
+def epoch_keys(seed: int, epoch: int) -> jax.Array:
+    """[1] PRNG keys of one epoch: fold_in(PRNGKey(seed), epoch), as the student engine."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), epoch)[None]
+
+
+def _lr_of_step(c: TeacherConfig, spec: StepSpec, step: int) -> float:
+    return float(optim.scheduled_lr(spec.schedule, jnp.float32(c.lr), jnp.int32(step),
+                                    total_steps=spec.total_steps, milestones=spec.milestones,
+                                    factor=spec.lr_factor, warmup_steps=spec.warmup_steps))
 
 
 # ----------------------------------------------------------------------------- data and run dir
@@ -377,8 +324,8 @@ def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
 
 # ----------------------------------------------------------------------------------- training
 def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
-                  spec: Any = None,
-                  on_epoch_end: Callable[[dict], None] | None = None) -> TeacherResult:
+                  spec: Any = None, on_epoch_end: Callable[[dict], None] | None = None,
+                  mesh: Any = None) -> TeacherResult:
     """Train `config.model` on the full training split, evaluating the test split every epoch.
 
     Args:
@@ -388,6 +335,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
       spec: a DatasetSpec (mean, std, crop_size, padding, flip, eval_crop); default
         `ckd_jax.data.dataset_spec(config.dataset)`.
       on_epoch_end: called with each epoch's history row after its checkpoint is on disk.
+      mesh: the engine's 1-D `data` mesh (`student.make_mesh`); default one device.
 
     Returns:
       TeacherResult (last-epoch variables, accuracies, history, run_dir, wall time).
@@ -443,35 +391,45 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                                           train=False))
     except Exception as e:  # shape errors of the architecture on this input size
         raise ValueError(f"model {c.model!r} cannot run on {in_shape} inputs: {e}") from e
+    mesh = S.make_mesh(1) if mesh is None else mesh
+    if c.batch_size % mesh.size:
+        raise ValueError(f"batch_size={c.batch_size} must be divisible by the number of "
+                         f"devices ({mesh.size}) of the data-parallel mesh")
 
-    steps_per_epoch = n_train // c.batch_size
-    tx = optim.make_optimizer(lr_schedule=_make_schedule(c, steps_per_epoch),
-                              momentum=c.momentum, weight_decay=c.weight_decay,
-                              nesterov=c.nesterov)
-    compute_dtype = _resolve_dtype(c.compute_dtype)
-
-    # --- set-up ------------------------------------------------------------------------------
-    state = init_train_state(model, tx, in_shape, c.seed)
+    # --- the engine: one member, the full split, method "ce", the recipe's schedule ---------
+    step_spec = teacher_step_spec(c, spec, n_train)
+    method = teacher_method(c.label_smoothing)
+    put = lambda tree: jax.device_put(tree, NamedSharding(mesh, P()))  # replicated
+    state = put(S.init_state(model, method, jax.random.PRNGKey(c.seed)[None],
+                             jnp.asarray([c.lr], jnp.float32), in_shape, num_classes, n_train))
     history: list[dict] = []
     ckpt = None
+    start_epoch = 0
     if run_dir:
         os.makedirs(run_dir, exist_ok=True)
         ckpt = Checkpointer(ckpt_dir, best_metric="test_acc", max_to_keep=1)
         if resume_step is not None:
-            _, state = ckpt.restore_latest(state)
+            _, tree = ckpt.restore_latest({"state": state})
+            state = put(tree["state"])
+            start_epoch = resume_step
             history = list((ckpt.extra(resume_step) or {}).get("history", []))
         _write_jsonl(os.path.join(run_dir, LOG_FILE), history)
 
-    images = jax.device_put(np.asarray(train.images))
-    labels = jax.device_put(np.asarray(train.labels, np.int32))
-    test_images = jax.device_put(np.asarray(test.images))
-    test_labels = jax.device_put(np.asarray(test.labels, np.int32))
-    train_epoch = make_train_epoch(model, tx, spec, batch_size=c.batch_size, num_train=n_train,
-                                   num_classes=num_classes, label_smoothing=c.label_smoothing,
-                                   compute_dtype=compute_dtype, loop=c.epoch_loop)
-    eval_fn = make_eval_fn(model, spec, min(c.eval_batch_size, len(test_labels)))
+    data = put(teacher_data(train.images, train.labels, num_classes))
+    test_images = put(np.asarray(test.images))
+    test_labels = put(np.asarray(test.labels, np.int32))
+    train_epoch = S.make_train_epoch(model, method, step_spec, mesh, loop=c.epoch_loop)
+    # Evaluated in float32 (the weights a teacher hands on), whatever the training dtype.
+    eval_bs = -(-min(c.eval_batch_size, len(test.labels)) // mesh.size) * mesh.size
+    evaluate = S.make_evaluate(model, dataclasses.replace(step_spec, compute_dtype="float32"),
+                               mesh, eval_bs, shared_images=True)
+    active = jnp.ones(1, bool)
+    steps_per_epoch = step_spec.steps_per_epoch
 
-    start_epoch = int(state["epoch"])
+    def test_accuracy(st):
+        top1, top5 = evaluate(st.params["student"], st.batch_stats, test_images, test_labels)
+        return float(top1[0]), float(top5[0])
+
     bar = None
     if c.progress:
         from tqdm.auto import tqdm
@@ -481,20 +439,19 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
     try:
         for epoch in range(start_epoch, c.epochs):
             t0 = time.time()
-            state, m = train_epoch(state, images, labels)
-            variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-            top1, top5 = eval_fn(variables, test_images, test_labels)
+            state, m = train_epoch(state, data, epoch_keys(c.seed, epoch), active)
+            top1, top5 = test_accuracy(state)
             row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                   "lr": float(optim.get_lr(state["opt_state"])),
-                   "train_loss": float(m["loss"]), "train_acc": float(m["acc"]),
-                   "test_acc": float(top1), "test_top5": float(top5),
+                   "lr": _lr_of_step(c, step_spec, (epoch + 1) * steps_per_epoch - 1),
+                   "train_loss": float(m["loss"][0]), "train_acc": float(m["acc"][0]),
+                   "test_acc": top1, "test_top5": top5,
                    "epoch_time_s": round(time.time() - t0, 3)}
             if not math.isfinite(row["train_loss"]):
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} "
                                          f"(loss {row['train_loss']}); lower the lr")
             history.append(row)
             if ckpt is not None:
-                ckpt.save(epoch + 1, state, {"test_acc": row["test_acc"]},
+                ckpt.save(epoch + 1, {"state": state}, {"test_acc": row["test_acc"]},
                           extra={"history": history, "config": c.to_dict(),
                                  "image_shape": list(in_shape), "num_classes": num_classes})
                 with open(os.path.join(run_dir, LOG_FILE), "a") as f:
@@ -510,14 +467,13 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         if ckpt is not None:
             ckpt.close()
 
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables = _member_variables(state.params["student"], state.batch_stats)
     if history:
         last = history[-1]
         best = max(history, key=lambda r: (r["test_acc"], -r["epoch"]))
         test_acc, test_top5 = last["test_acc"], last["test_top5"]
     else:  # nothing to train (resumed a finished run): evaluate the restored weights
-        top1, top5 = eval_fn(variables, test_images, test_labels)
-        test_acc, test_top5 = float(top1), float(top5)
+        test_acc, test_top5 = test_accuracy(state)
         best = {"test_acc": test_acc, "epoch": start_epoch}
     wall = time.time() - t_start
     if run_dir:
@@ -528,11 +484,17 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                    "wall_time_s": round(wall, 2),
                    "train_time_s": round(sum(r["epoch_time_s"] for r in history), 2),
                    "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-                   "compute_dtype": jnp.dtype(compute_dtype).name, "config": c.to_dict()}
+                   "compute_dtype": step_spec.compute_dtype, "config": c.to_dict()}
         with open(os.path.join(run_dir, SUMMARY_FILE), "w") as f:
             json.dump(summary, f, indent=2)
     return TeacherResult(variables, test_acc, test_top5, best["test_acc"], best["epoch"],
                          history, run_dir, wall)
+
+
+def _member_variables(params, batch_stats, i: int = 0) -> dict:
+    """{"params", "batch_stats"} of member i of the engine's stacked state."""
+    take = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[i], tree)
+    return {"params": take(params), "batch_stats": take(batch_stats or {})}
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -588,7 +550,7 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
         raw = ck.restore(step)
     finally:
         ck.close()
-    variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats") or {}}
+    variables = _restored_variables(raw)
     image_shape = tuple(extra.get("image_shape", ()))
     if image_shape:  # check every shape against a freshly built model
         model = create_model(name, num_classes, **(model_kwargs or saved_cfg.get("model_kwargs")
@@ -601,4 +563,18 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
         if got != want:
             raise ValueError(f"checkpoint variables of {src} do not match model {name!r}")
     return jax.tree.map(jnp.asarray, variables)
+
+
+def _restored_variables(raw: dict) -> dict:
+    """{"params", "batch_stats"} of a checkpoint restored without a template: the engine's
+    {"state": TrainState of one member} (this code), or the old teacher layout (top-level
+    params / batch_stats)."""
+    if "state" not in raw:
+        return {"params": raw["params"], "batch_stats": raw.get("batch_stats") or {}}
+    st = raw["state"]
+    if isinstance(st, dict):
+        params, stats = st["params"], st.get("batch_stats")
+    else:  # a NamedTuple restored as a sequence: TrainState's field order
+        params, stats = st[0], st[1]
+    return _member_variables(params["student"], stats)
 
