@@ -1,47 +1,64 @@
-"""Compiled top-1 / top-5 evaluation of a classifier on uint8 images held on the device.
+"""Top-1 / top-5 accuracy of one classifier: a thin convenience wrapper over the engine's
+evaluation (`ckd_jax.train.student.make_evaluate`, vmapped over population members), called
+with a population of one (M = 1) on one device.
 
-The whole split is one jitted program: images are padded to a multiple of the batch size (the
-padded rows are masked out), reshaped to [num_batches, batch, H, W, C] and mapped with
-`lax.map`, so evaluating never returns to Python per batch and compiles once per
-(model, spec, split size, batch size).
+There is one evaluation implementation in the package: eval mode (running statistics), the
+clean view (centre crop to `spec.eval_crop` if set, then `(x/255 - mean)/std`), the split
+padded to whole chunks of `batch_size` with the padding masked out, the chunks mapped by
+`lax.scan` inside one jitted program (no return to Python per batch). This module only adds the
+member axis and accepts a bare `apply_fn` as well as a flax Module.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ckd_jax.data.augment import center_crop, normalize
-
 __all__ = ["evaluate", "make_eval_fn"]
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
-def _eval_view(images_u8: jax.Array, spec: Any) -> jax.Array:
-    """uint8 [B, H, W, C] -> normalised float32, centre-cropped to `spec.eval_crop` if set."""
-    if spec.eval_crop is not None:
-        images_u8 = center_crop(images_u8, spec.eval_crop)
-    return normalize(images_u8, spec.mean, spec.std)
+@dataclass(frozen=True)
+class _EvalView:
+    """The fields of a StepSpec the evaluation reads, from a DatasetSpec (float32)."""
+
+    mean: tuple
+    std: tuple
+    eval_crop: int | None
+    compute_dtype: str = "float32"
 
 
-def _as_apply(model_or_apply: nn.Module | ApplyFn) -> ApplyFn:
+class _ApplyModel:
+    """`apply_fn(variables, x) -> logits` behind the `model.apply(..., train=False)` the
+    engine's evaluation calls."""
+
+    def __init__(self, apply_fn: ApplyFn):
+        self._apply = apply_fn
+
+    def apply(self, variables, x, train=False):
+        del train
+        return self._apply(variables, x)
+
+
+def _as_model(model_or_apply: nn.Module | ApplyFn):
     if isinstance(model_or_apply, nn.Module):
-        return functools.partial(model_or_apply.apply, train=False)
+        return model_or_apply
     if not callable(model_or_apply):
         raise TypeError(f"expected a flax Module or apply_fn(variables, x) -> logits, got "
                         f"{type(model_or_apply).__name__}")
-    return model_or_apply
+    return _ApplyModel(model_or_apply)
 
 
 def make_eval_fn(model_or_apply: nn.Module | ApplyFn, spec: Any, batch_size: int = 1000
                  ) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
-    """Build `eval_fn(variables, images_u8 [N,H,W,C], labels [N]) -> (top1, top5)` (jitted).
+    """Build `eval_fn(variables, images_u8 [N,H,W,C], labels [N]) -> (top1, top5)`.
 
     Args:
       model_or_apply: a flax Module (evaluated with `train=False`) or
@@ -51,13 +68,20 @@ def make_eval_fn(model_or_apply: nn.Module | ApplyFn, spec: Any, batch_size: int
 
     top1 / top5 are float32 fractions in [0, 1]; top5 uses min(5, K) classes and counts a hit
     when the label is among the k largest logits (`lax.top_k`, ties broken by lower index).
+    One program is compiled per (split size, min(batch_size, N)).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    apply_fn = _as_apply(model_or_apply)
+    from ckd_jax.train.student import make_evaluate, make_mesh
 
-    @jax.jit
+    model = _as_model(model_or_apply)
+    view = _EvalView(tuple(spec.mean), tuple(spec.std), spec.eval_crop)
+    mesh = make_mesh(1)
+    built: dict[int, Callable] = {}
+    one = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[None], tree)  # M = 1
+
     def eval_fn(variables, images_u8, labels):
+        images_u8, labels = jnp.asarray(images_u8), jnp.asarray(labels)
         if images_u8.ndim != 4:
             raise ValueError(f"images must be [N, H, W, C], got shape {images_u8.shape}")
         n = images_u8.shape[0]
@@ -65,26 +89,12 @@ def make_eval_fn(model_or_apply: nn.Module | ApplyFn, spec: Any, batch_size: int
             raise ValueError(f"need N > 0 images and labels of shape [N]; got images "
                              f"{images_u8.shape}, labels {labels.shape}")
         bs = min(batch_size, n)
-        nb = -(-n // bs)
-        pad = nb * bs - n
-        imgs = jnp.pad(images_u8, ((0, pad), (0, 0), (0, 0), (0, 0)))
-        labs = jnp.pad(labels.astype(jnp.int32), (0, pad))
-        mask = jnp.arange(nb * bs) < n
-        imgs = imgs.reshape((nb, bs) + images_u8.shape[1:])
-        labs = labs.reshape(nb, bs)
-        mask = mask.reshape(nb, bs)
-
-        def one_batch(batch):
-            x, y, m = batch
-            logits = apply_fn(variables, _eval_view(x, spec)).astype(jnp.float32)
-            k = min(5, logits.shape[-1])
-            top1 = (jnp.argmax(logits, -1) == y) & m
-            _, topk = jax.lax.top_k(logits, k)
-            top5 = jnp.any(topk == y[:, None], axis=-1) & m
-            return jnp.sum(top1), jnp.sum(top5)
-
-        c1, c5 = jax.lax.map(one_batch, (imgs, labs, mask))
-        return jnp.sum(c1) / n, jnp.sum(c5) / n
+        if bs not in built:
+            built[bs] = make_evaluate(model, view, mesh, bs, shared_images=True)
+        stats = variables.get("batch_stats", {}) if hasattr(variables, "get") else {}
+        top1, top5 = built[bs](one(variables["params"]), one(stats), images_u8,
+                               labels.astype(jnp.int32))
+        return top1[0], top5[0]
 
     return eval_fn
 
@@ -106,5 +116,5 @@ def evaluate(model_or_apply: nn.Module | ApplyFn, variables: Any, images_u8, lab
         fn = _cached_eval_fn(model_or_apply, spec, batch_size)
     except TypeError:  # unhashable apply_fn or spec
         fn = make_eval_fn(model_or_apply, spec, batch_size)
-    top1, top5 = fn(variables, jnp.asarray(images_u8), jnp.asarray(labels))
+    top1, top5 = fn(variables, images_u8, labels)
     return float(top1), float(top5)

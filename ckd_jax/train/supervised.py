@@ -71,6 +71,7 @@ _RESUME_FREE = ("out", "data_dir", "data_path", "resume", "progress", "eval_batc
 CHECKPOINT_SUBDIR = "checkpoints"
 LOG_FILE = "log.jsonl"
 SUMMARY_FILE = "teacher.json"
+CHECKPOINT_LAYOUT = "engine-v1"  # {"state": student.TrainState of one member}
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,10 @@ def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
         extra = ck.extra(step) or {}
     finally:
         ck.close()
+    if extra.get("layout") != CHECKPOINT_LAYOUT:
+        raise ValueError(f"cannot resume from {ckpt_dir}: it was written by the teacher engine "
+                         "before the merge into the student engine (docs/teacher.md); its "
+                         "weights load with load_teacher, but the run cannot be continued")
     saved = extra.get("config", {})
     now = c.to_dict()
     diff = {k: (saved.get(k), now[k]) for k in now
@@ -453,6 +458,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
             if ckpt is not None:
                 ckpt.save(epoch + 1, {"state": state}, {"test_acc": row["test_acc"]},
                           extra={"history": history, "config": c.to_dict(),
+                                 "layout": CHECKPOINT_LAYOUT,
                                  "image_shape": list(in_shape), "num_classes": num_classes})
                 with open(os.path.join(run_dir, LOG_FILE), "a") as f:
                     f.write(json.dumps(row) + "\n")
