@@ -15,9 +15,10 @@ measured inside one process count), resnet32 forward + backward + SGD(momentum, 
 batch 64, float32:
 * the setting's compiled step against the default's, called alternately: 1.65x images/s
   (median of 7 paired ratios; ``reduce,eltwise,dot`` 1.66x, YNNPACK's own convolutions 0.77x);
-* against PyTorch 2.13 (the tests/torch_zoo.py twin, NCHW, 2 threads), steps alternated in one
-  process: 0.78x PyTorch's images/s with the setting, 0.36x without (channels_last PyTorch:
-  0.63x / 0.30x). Still slower than PyTorch: see README "Design", CPU speed.
+* against PyTorch 2.13 (the tests/torch_zoo.py twin, NCHW), steps alternated in one process:
+  0.78x PyTorch's images/s with the setting, 0.36x without (2 threads; channels_last PyTorch
+  0.63x / 0.30x); on one core 0.76x for resnet32 and resnet8. Still slower than PyTorch per
+  core: see README "Design", CPU speed.
 Tried and not kept: 3x3 convolutions as im2col patches + one matmul (2-10x slower: building the
 9C-wide patch rows of a 16-channel NHWC map costs more than XLA's convolution), one-pass
 BatchNorm statistics (no difference). Model code, parameter names and shapes are unchanged.
