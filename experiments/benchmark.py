@@ -491,6 +491,93 @@ def run_rows(args, steps: int, dev) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------
+# the whole loop: a real run_distillation against its compiled epoch
+# ------------------------------------------------------------------------------------------
+def _synthetic_cifar10(folder: str, n_train: int, n_test: int) -> str:
+    """A CIFAR-10-python folder of random uint8 images (the official layout), for timing."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+
+    def batch(name, n):
+        data = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"labels": rng.integers(0, 10, n).tolist()}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(data, f)
+
+    per = -(-n_train // 5)
+    for i in range(1, 6):
+        batch(f"data_batch_{i}", per)
+    batch("test_batch", n_test)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    return folder
+
+
+def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epochs: int,
+                     dataset: str | None, data_path: str | None, workdir: str,
+                     warmup: int = 1, repeats: int = 3, model_kwargs: dict | None = None,
+                     compute_dtype: str = "float32") -> dict:
+    """Wall time per pseudo-epoch of a real `run_distillation` (validation, calibration offset,
+    protocol, metrics, checkpoints included; compilation excluded: the first pseudo-epoch is
+    dropped; the final test pass, once per run, is reported apart) against the compiled
+    pseudo-epoch alone (`bench_method` at the same model, method, batch, B and steps).
+
+    `dataset`/`data_path`: a CIFAR-like dataset to load (e.g. cifar10_jpeg and its .npz), or
+    None for a synthetic CIFAR-10-python folder of random images written under `workdir`
+    (S + 10000 train images, 1000 test). The teacher is a random tiny_cnn given in memory: its
+    B calls per seed happen before the loop and are not timed.
+    """
+    from ckd_jax.models import create_model
+    from ckd_jax.train.config import DistillConfig
+    from ckd_jax.train.distill import run_distillation
+
+    if dataset is None:
+        dataset, data_path = "cifar10", _synthetic_cifar10(
+            os.path.join(workdir, "synthetic_cifar10"), subset_size + 10000, 1000)
+    cfg = DistillConfig(
+        dataset=dataset, data_path=data_path, subset_size=subset_size, student=model_name,
+        student_kwargs=dict(model_kwargs or {}), teacher="tiny_cnn",
+        teacher_kwargs={"width": 8}, schedule="cosine", epochs=epochs, seeds=(1,),
+        learning_rates=(0.05,), compute_dtype=compute_dtype, progress=False,
+        out_dir=os.path.join(workdir, f"loop_{model_name}_{method_name}"),
+        **method_overrides(method_name)).validate()
+    teacher = create_model("tiny_cnn", 10, width=8)
+    t_vars = teacher.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    ends = []
+    t_start = time.perf_counter()
+    summary = run_distillation(cfg, teacher_apply=teacher.apply, teacher_variables=t_vars,
+                               on_epoch=lambda e: ends.append(time.perf_counter()),
+                               resume=False)
+    t_total = time.perf_counter() - t_start
+    per_epoch = np.diff(ends)  # epoch 2..E: compilation excluded
+    loop_s = float(statistics.median(per_epoch))
+    n_train, steps = summary["budget"], summary["steps_per_epoch"]
+    row = bench_method(model_name, method_name, 1, compute_dtype, batch_size=cfg.batch_size,
+                       n_train=n_train, steps=steps, num_classes=10, image_size=32,
+                       channels=3, warmup=warmup, repeats=repeats,
+                       model_kwargs=dict(model_kwargs or {}), limit_cache={},
+                       epoch_loop=cfg.epoch_loop)
+    return {"model": model_name, "method": method_name, "subset_size": subset_size,
+            "budget": n_train, "steps_per_epoch": steps, "epochs": epochs,
+            "loop_epoch_s": loop_s, "loop_epoch_s_all": [float(x) for x in per_epoch],
+            "compiled_epoch_s": row["call_s"], "x_compiled": loop_s / row["call_s"],
+            "run_total_s": t_total, "first_epoch_s": ends[0] - t_start if ends else math.nan}
+
+
+def loop_markdown(r: dict) -> str:
+    goal = "goal <= 1.1x on CPU (resnet8, S = 2000)"
+    return ("| model | method | S | B | steps/epoch | whole loop s/epoch | compiled epoch s | "
+            "loop / compiled |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+            f"| {r['model']} | {r['method']} | {r['subset_size']} | {r['budget']} | "
+            f"{r['steps_per_epoch']} | {r['loop_epoch_s']:.3f} | {r['compiled_epoch_s']:.3f} | "
+            f"{r['x_compiled']:.2f} |\n\nwhole loop = median wall time per pseudo-epoch of "
+            f"run_distillation over epochs 2..{r['epochs']} (validation, calibration offset, "
+            f"protocol, metrics and checkpoints included; compilation excluded); {goal}\n")
+
+
 def _list(text: str, kind=str) -> list:
     return [kind(v.strip()) for v in text.split(",") if v.strip()]
 
@@ -526,6 +613,15 @@ def main(argv=None) -> int:
                          "limit uses the same loop")
     ap.add_argument("--no-torch", action="store_true",
                     help="skip the PyTorch reference column (CPU float32 P=1 rows)")
+    ap.add_argument("--whole-loop", metavar="MODEL:METHOD:S", default=None,
+                    help="instead of the grid: time a real run_distillation per pseudo-epoch "
+                         "against its compiled epoch, e.g. resnet8:ckd_k2:2000")
+    ap.add_argument("--loop-epochs", type=int, default=6,
+                    help="pseudo-epochs of the whole-loop run (the first is dropped)")
+    ap.add_argument("--loop-dataset", default=None,
+                    help="dataset of the whole-loop run (e.g. cifar10_jpeg; default: "
+                         "synthetic CIFAR-10-shaped images)")
+    ap.add_argument("--loop-path", default=None, help="its data_path")
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.methods, args.populations = ["tiny_cnn"], ["ckd_k2"], [1]
@@ -533,6 +629,8 @@ def main(argv=None) -> int:
         args.num_classes, args.image_size, args.repeats = 10, 16, 2
         args.model_kwargs = {"width": 4}
 
+    if args.whole_loop is not None:
+        return _main_whole_loop(args)
     # Every choice checked before any compile.
     from ckd_jax.models import model_names
     from ckd_jax.train.config import COMPUTE_DTYPES
@@ -578,6 +676,38 @@ def main(argv=None) -> int:
             json.dump({"header": header, "rows": rows}, f, indent=1)
     if any(not math.isfinite(r["call_s"]) for r in rows):
         return 1
+    return 0
+
+
+def _main_whole_loop(args) -> int:
+    import tempfile
+
+    parts = args.whole_loop.split(":")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise SystemExit(f"--whole-loop {args.whole_loop!r}: expected MODEL:METHOD:S, e.g. "
+                         "resnet8:ckd_k2:2000")
+    model, method, subset = parts[0], parts[1], int(parts[2])
+    from ckd_jax.models import model_names
+
+    if model not in model_names():
+        raise SystemExit(f"unknown model {model!r}; available: {', '.join(model_names())}")
+    method_overrides(method)  # unknown names: a one-line error
+    if args.loop_epochs < 3:
+        raise SystemExit(f"--loop-epochs {args.loop_epochs} must be >= 3 (the first is dropped)")
+    dev = jax.devices()[0]
+    print(f"whole loop: {model} {method} S={subset}, {args.loop_epochs} pseudo-epochs on "
+          f"{dev.device_kind} ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        r = bench_whole_loop(model, method, subset_size=subset, epochs=args.loop_epochs,
+                             dataset=args.loop_dataset, data_path=args.loop_path, workdir=work,
+                             warmup=args.warmup, repeats=args.repeats,
+                             model_kwargs=args.model_kwargs)
+    r.update(device_kind=dev.device_kind, jax_version=jax.__version__)
+    print(loop_markdown(r))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
     return 0
 
 

@@ -160,3 +160,19 @@ def test_torch_reference_column():
     kw = dict(steps=1, num_classes=10, image_size=8, channels=3, warmup=0, repeats=1)
     assert bench.add_torch_reference({**row, "model": "mlp"}, {}, platform="cpu", **kw)[
         "x_torch"] is None  # no torch twin
+
+
+def test_whole_loop_row_times_a_real_run_against_its_compiled_epoch(tmp_path):
+    """The whole-loop figure: a real run_distillation (synthetic CIFAR-10-shaped data), one
+    time per pseudo-epoch after the first, and the compiled epoch of the same shapes."""
+    r = bench.bench_whole_loop("tiny_cnn", "ckd_k2", subset_size=100, epochs=3, dataset=None,
+                               data_path=None, workdir=str(tmp_path), repeats=1,
+                               model_kwargs={"width": 4})
+    assert r["budget"] == 80 and r["steps_per_epoch"] == 2  # ceil(80 / 64)
+    assert len(r["loop_epoch_s_all"]) == 2  # epochs 2 and 3: the compiling one is dropped
+    assert r["loop_epoch_s"] == pytest.approx(float(np.median(r["loop_epoch_s_all"])))
+    assert r["compiled_epoch_s"] > 0
+    assert r["x_compiled"] == pytest.approx(r["loop_epoch_s"] / r["compiled_epoch_s"])
+    with open(tmp_path / "loop_tiny_cnn_ckd_k2" / "summary.json") as f:
+        assert json.load(f)["finished"]
+    assert "| tiny_cnn | ckd_k2 | 100 | 80 | 2 |" in bench.loop_markdown(r)
