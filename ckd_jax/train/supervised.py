@@ -577,10 +577,6 @@ def _restored_variables(raw: dict) -> dict:
     params / batch_stats)."""
     if "state" not in raw:
         return {"params": raw["params"], "batch_stats": raw.get("batch_stats") or {}}
-    st = raw["state"]
-    if isinstance(st, dict):
-        params, stats = st["params"], st.get("batch_stats")
-    else:  # a NamedTuple restored as a sequence: TrainState's field order
-        params, stats = st[0], st[1]
-    return _member_variables(params["student"], stats)
+    st = raw["state"]  # TrainState comes back as a dict of its fields
+    return _member_variables(st["params"]["student"], st.get("batch_stats"))
 
