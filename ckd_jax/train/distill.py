@@ -39,6 +39,7 @@ from ckd_jax.models import create_model
 from ckd_jax.train import student as S
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.methods import Method, build_method
+from ckd_jax.train.optim import plateau_drop
 from ckd_jax.train.protocol import PlateauProtocol
 
 Array = jax.Array
@@ -516,7 +517,7 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
             r = jnp.asarray(decision.reload)
             params, stats = select(r, best[:2], (state.params, state.batch_stats))
             state = state._replace(params=params, batch_stats=stats,
-                                   lr=jnp.where(r, state.lr * 0.1, state.lr))
+                                   lr=plateau_drop(state.lr, r))
         files.log(_epoch_rows(protocol, members, was_active, acc, offset,
                               jax.tree.map(np.asarray, train_metrics), calibrated))
         files.maybe_save(protocol.epoch, {"state": state, "best": best,
