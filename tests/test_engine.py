@@ -192,3 +192,12 @@ def test_kill_between_checkpoints_replays_to_the_same_result(tmp_path, teacher):
         np.testing.assert_array_equal(a, b)
     assert rows(cfg.out_dir) == rows(cut.out_dir)
     assert full["members"] == resumed["members"]
+
+
+def test_results_dict_ignores_only_result_invariant_fields():
+    base = _cfg()
+    same = base.replace(progress=not base.progress, checkpoint_seconds=5.0, eval_test_every=3,
+                        checkpoint_every=4)
+    assert base.results_dict() == same.results_dict()
+    assert base.results_dict() != base.replace(calibration="table").results_dict()
+    assert base.results_dict() != base.replace(epochs=base.epochs + 1).results_dict()

@@ -19,6 +19,8 @@ GROUP_FORWARDS = ("separate", "joint")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 TEACHER_VIEWS = ("augmented", "clean")
 CALIBRATIONS = ("none", "table")
+# Fields that never change a run's results (see DistillConfig.results_dict).
+RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,13 @@ class DistillConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def results_dict(self) -> dict:
+        """`to_dict()` without the fields that cannot change a run's results (progress output,
+        checkpoint frequency, the optional test curve): what a resumed or reused run must
+        match."""
+        return {k: v for k, v in json.loads(self.to_json()).items()
+                if k not in RESULT_INVARIANT_FIELDS}
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""
