@@ -50,7 +50,7 @@ def main(argv=None) -> int:
                     help="comma-separated named variants (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    from ckd_jax.train.config import RESULT_INVARIANT_FIELDS, load_config_file
+    from ckd_jax.train.config import load_config_file
     from ckd_jax.train.distill import run_distillation
     from ckd_jax.train.methods import variant_overrides
     from ckd_jax.train.supervised import TeacherConfig, train_teacher
@@ -95,12 +95,9 @@ def main(argv=None) -> int:
             with open(done) as f:
                 summary = json.load(f)
         if summary is not None and summary.get("finished"):
-            with open(os.path.join(cfg.out_dir, "config.json")) as f:
-                saved = {k: v for k, v in json.load(f).items()
-                         if k not in RESULT_INVARIANT_FIELDS}
-                if saved != cfg.results_dict():
-                    raise SystemExit(f"{cfg.out_dir} holds a finished run with other settings; "
-                                     "use another --out")
+            if cfg.differs_from_saved(os.path.join(cfg.out_dir, "config.json")):
+                raise SystemExit(f"{cfg.out_dir} holds a finished run with other settings; "
+                                 "use another --out")
             calls = 0  # reused as it is: no teacher call, no training
             print(f"      reusing {cfg.out_dir}")
         else:

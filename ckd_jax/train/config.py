@@ -141,6 +141,14 @@ class DistillConfig:
         return {k: v for k, v in json.loads(self.to_json()).items()
                 if k not in RESULT_INVARIANT_FIELDS}
 
+    def differs_from_saved(self, path: str) -> list[str]:
+        """Fields (outside RESULT_INVARIANT_FIELDS) in which the config.json at `path` differs
+        from this config; [] when a run stored there can be resumed or reused as it is."""
+        with open(path) as f:
+            saved = {k: v for k, v in json.load(f).items() if k not in RESULT_INVARIANT_FIELDS}
+        now = self.results_dict()
+        return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""
         from ckd_jax.models import model_names

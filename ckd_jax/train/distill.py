@@ -37,7 +37,7 @@ import numpy as np
 
 from ckd_jax.models import create_model
 from ckd_jax.train import student as S
-from ckd_jax.train.config import RESULT_INVARIANT_FIELDS, DistillConfig
+from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.methods import Method, build_method
 from ckd_jax.train.optim import plateau_drop
 from ckd_jax.train.protocol import PlateauProtocol
@@ -365,12 +365,8 @@ class _RunFiles:
             if os.path.exists(self.metrics_path):
                 os.remove(self.metrics_path)
             return None
-        with open(self.config_path) as f:
-            saved = {k: v for k, v in json.load(f).items()
-                     if k not in RESULT_INVARIANT_FIELDS}
-        if saved != cfg.results_dict():
-            now = cfg.results_dict()
-            changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        changed = cfg.differs_from_saved(self.config_path)
+        if changed:
             raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
                              f"(differs in {changed}); use a new out_dir or resume=False")
         step, tree = restored
