@@ -222,13 +222,10 @@ def test_resume_with_calibration_equals_uninterrupted(tmp_path, teacher):
 # ----------------------------------------------------------------------------------- report
 def test_report_marks_calibrated_rows(tmp_path):
     import csv
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "report", os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
-                               "report.py"))
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    from experiments_support import load_experiment
+
+    report = load_experiment("report")
     rows = []
     for variant, calibration, acc in (("ckd", "none", 0.4), ("ckd_cal", "table", 0.8)):
         for seed in (1, 2):

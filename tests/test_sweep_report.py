@@ -2,7 +2,6 @@
 one subset, two seeds), its resumption, results.jsonl, and the report's numbers and LR rule."""
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -11,29 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sys.path
 
 from ckd_jax import results as R
 from ckd_jax.models import create_model
-from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.student import make_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}",
-                                                  os.path.join(ROOT, "experiments", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sweep = load_experiment("sweep")
+report = load_experiment("report")
 
-
-sweep = _load("sweep")
-report = _load("report")
-
-BASE = DistillConfig(dataset="digits", subset_size=200, schedule="cosine", epochs=2,
-                     batch_size=32, student_kwargs={"width": 4}, checkpoint_every=0,
-                     progress=False, eval_batch_size=400)
+BASE = TINY_SWEEP_BASE
 
 
 def _np_mean_std(values):

@@ -3,35 +3,24 @@ its own cells and its own results file, and together give the same results (and 
 unsharded sweep of the same cells."""
 
 import csv
-import importlib.util
 import os
 
 import jax
 import jax.numpy as jnp
 import pytest
+from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sys.path
 
 from ckd_jax import results as R
 from ckd_jax.models import create_model
-from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.student import make_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}_shards",
-                                                  os.path.join(ROOT, "experiments", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sweep = load_experiment("sweep")
+report = load_experiment("report")
 
-
-sweep = _load("sweep")
-report = _load("report")
-
-BASE = DistillConfig(dataset="digits", subset_size=200, schedule="cosine", epochs=2,
-                     batch_size=32, student_kwargs={"width": 4}, checkpoint_every=0,
-                     progress=False, eval_batch_size=400)
+BASE = TINY_SWEEP_BASE
 VARIANTS, SIZES, SEEDS, LRS = ["kd", "ce"], [200, 300], [1, 2], [0.05]
 N_SHARDS = 3
 

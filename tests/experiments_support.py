@@ -1,0 +1,26 @@
+"""Shared pieces of the tests of `experiments/` scripts: loading a script as a module, and the
+tiny digits sweep configuration."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from ckd_jax.train.config import DistillConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_experiment(name: str):
+    """`experiments/<name>.py` as a fresh module object (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_exp_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Width-4 TinyCNN students on digits, 2 cosine pseudo-epochs, no checkpoints.
+TINY_SWEEP_BASE = DistillConfig(dataset="digits", subset_size=200, schedule="cosine", epochs=2,
+                                batch_size=32, student_kwargs={"width": 4}, checkpoint_every=0,
+                                progress=False, eval_batch_size=400)
