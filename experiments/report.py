@@ -3,7 +3,8 @@
   python experiments/report.py results/<name> --out results/<name>/report
 
 Input: a sweep directory (its results.jsonl, else its cells' summaries) or a results.jsonl file.
-Writes table.md (printed too), table.csv and plot.png (test accuracy against teacher calls, one
+Writes table.md (printed too: a variants x budgets headline, then one row per variant and
+budget, then every learning rate), table.csv and plot.png (test accuracy against teacher calls, one
 line per variant with a +-1 std band). Rule: per (variant, subset size), the learning rate with
 the highest mean best-validation top-1 over seeds is chosen; the table reports the mean +- sample
 std (ddof = 1) over seeds of the test top-1 at each seed's best-validation point at that rate.
@@ -41,13 +42,40 @@ def _logits(a: dict) -> str:
     return "calibrated" if a["calibration"] == "table" else "raw"
 
 
+def headline_table(agg: list[dict]) -> str:
+    """Variants down, subset sizes across: test top-1 mean +- std (%) at the chosen learning
+    rate, the best mean of each column in bold ("-" where a variant has no such cell)."""
+    subsets = sorted({a["subset_size"] for a in agg})
+    cell = {(a["variant"], a["subset_size"]): a for a in agg}
+    budget = {a["subset_size"]: a["budget"] for a in agg}
+    best = {s: max((a["mean"] for a in agg if a["subset_size"] == s and math.isfinite(a["mean"])),
+                   default=None) for s in subsets}
+    lines = ["| variant | logits | " + " | ".join(f"S={s} (B={budget[s]})" for s in subsets)
+             + " |", "|---|---|" + "---:|" * len(subsets)]
+    for variant in dict.fromkeys(a["variant"] for a in agg):
+        first = next(a for a in agg if a["variant"] == variant)
+        entries = []
+        for s in subsets:
+            a = cell.get((variant, s))
+            if a is None:
+                entries.append("-")
+                continue
+            text = f"{_pct(a['mean'])} +- {_pct(a['std'])}"
+            entries.append(f"**{text}**" if a["mean"] == best[s] else text)
+        lines.append(f"| {variant} | {_logits(first)} | " + " | ".join(entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(agg: list[dict], rows: list[dict], metric: str, select_by: str) -> str:
-    """The main table (one row per variant and subset size) plus a per-learning-rate table."""
+    """The headline (variants x subset sizes), the main table (one row per variant and subset
+    size) and a per-learning-rate table."""
     caption = (f"Test top-1 (%) at each seed's best-validation point ({metric}), mean +- sample "
                f"std (ddof=1) over seeds. Learning rate chosen per (method, subset size) by the "
                f"highest mean {select_by} over seeds; test accuracy is not used for the choice. "
                f"Teacher calls are per seed (B = teacher-labelled split). {_meta(rows)}.")
-    lines = [f"**Table.** {caption}", "",
+    lines = [f"**Table.** {caption}", "", "**Headline** (test top-1 %, mean +- std over seeds; "
+             "best of each column in bold).", "", headline_table(agg).rstrip("\n"), "",
+             "**Per row.**", "",
              "| variant | method | logits | subset S | budget B | teacher calls | lr (chosen) | "
              "seeds | val top-1 (mean) | test top-1 (mean +- std) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]

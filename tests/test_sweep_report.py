@@ -139,6 +139,10 @@ def test_report_picks_lr_by_validation_not_test(tmp_path):
     assert float(ckd["test_top1_mean_pct"]) == pytest.approx(60.0, abs=1e-3)
     md = rep["table"]
     assert "test accuracy is not used for the choice" in md
+    # headline: variants down, subset sizes across; the best mean of the column in bold
+    assert "| variant | logits | S=500 (B=400) |" in md
+    assert f"| kd | raw | {100 * mean:.2f} +- {100 * std:.2f} |" in md
+    assert "| ckd | raw | **60.00 +- 7.07** |" in md
     val = 100 * np.mean([0.6, 0.62, 0.64])
     assert f"| kd | kd | raw | 500 | 400 | 400 | 0.1 | 3 | {val:.2f}" in md
 
@@ -184,3 +188,14 @@ def test_sweep_cli_dry_run(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ce_S250" in text and "ckd_k3_S250" in text and "to run" in text
     assert not os.listdir(tmp_path)
+
+
+def test_headline_has_a_dash_for_a_missing_cell():
+    rows = [{"variant": v, "subset_size": s, "budget": int(0.8 * s), "seed": seed, "lr": 0.1,
+             "best_val_top1": 0.5, "test_top1_at_best_val": t + 0.01 * seed}
+            for v, s, t in (("kd", 100, 0.30), ("kd", 200, 0.40), ("ckd", 100, 0.50))
+            for seed in (1, 2)]
+    md = report.headline_table(R.aggregate(rows))
+    assert "| variant | logits | S=100 (B=80) | S=200 (B=160) |" in md
+    assert "| kd | raw | 31.50 +- 0.71 | **41.50 +- 0.71** |" in md
+    assert "| ckd | raw | **51.50 +- 0.71** | - |" in md

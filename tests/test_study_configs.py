@@ -1,0 +1,82 @@
+"""The real-data study configs (experiments/configs/*_study.py): each loads, and the commands in
+its docstring agree with it (methods that exist, the config's learning rates and seeds), and the
+student is smaller than the teacher, as the docstring claims. Nothing is trained here."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shlex
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from ckd_jax.models import create_model
+from ckd_jax.train.config import load_config_file
+from ckd_jax.train.methods import VARIANTS
+from tests.experiments_support import ROOT
+
+STUDIES = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*_study.py")))
+SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10_jpeg": (32, 32, 3)}
+
+
+def _docstring_command(path: str, script: str) -> list[str]:
+    """The argv of the docstring's `python experiments/<script>` command (continuations joined)."""
+    with open(path) as f:
+        text = f.read()
+    doc = text.split('"""')[1].replace("\\\n", " ")
+    lines = [ln for ln in doc.splitlines() if f"python experiments/{script}" in ln]
+    assert len(lines) == 1, f"{path}: expected one {script} command, found {len(lines)}"
+    return shlex.split(lines[0].strip())
+
+
+def _flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def _n_params(name: str, kwargs: dict, shape: tuple) -> int:
+    model = create_model(name, 10, **kwargs)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape))))
+    return sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))
+
+
+def test_there_are_two_studies():
+    names = [os.path.basename(p) for p in STUDIES]
+    assert names == ["cifar10_study.py", "fashion_mnist_study.py"], names
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=os.path.basename)
+def test_study_docstring_commands_match_the_config(path):
+    config = load_config_file(path)
+    sweep = _docstring_command(path, "sweep.py")
+    methods = _flag(sweep, "--methods").split(",")
+    unknown = [m for m in methods if m not in VARIANTS]
+    assert not unknown, f"unknown variants in the docstring: {unknown}"
+    # The issue's method list, in its order.
+    assert methods == ["ce", "kd", "ckd", "ckd_cal", "ckd_kl3", "mixup", "cutmix", "rkd", "dist",
+                       "crd"]
+    assert tuple(float(v) for v in _flag(sweep, "--lrs").split(",")) == config.learning_rates
+    assert tuple(int(v) for v in _flag(sweep, "--seeds").split(",")) == config.seeds == (1, 2, 3)
+    assert len(_flag(sweep, "--subset-sizes").split(",")) >= 3
+    teacher = _docstring_command(path, "train_teacher.py")
+    assert _flag(teacher, "--model") == config.teacher
+    assert _flag(teacher, "--dataset") == config.dataset
+    kwargs = json.loads(_flag(teacher, "--model-kwargs")) if "--model-kwargs" in teacher else {}
+    assert kwargs == config.teacher_kwargs
+    out = _flag(teacher, "--out")
+    assert _flag(sweep, "--set") == f"teacher_checkpoint={out}"
+    report = _docstring_command(path, "report.py")
+    assert report[2] == _flag(sweep, "--out")
+    assert re.fullmatch(r"results/\w+", _flag(report, "--out"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=os.path.basename)
+def test_study_student_is_smaller_than_its_teacher(path):
+    config = load_config_file(path)
+    shape = SHAPES[config.dataset]
+    n_student = _n_params(config.student, dict(config.student_kwargs), shape)
+    n_teacher = _n_params(config.teacher, dict(config.teacher_kwargs), shape)
+    assert n_student < 0.6 * n_teacher, (n_student, n_teacher)
