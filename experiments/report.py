@@ -5,7 +5,7 @@
 Input: a sweep directory (its results.jsonl, else its cells' summaries) or a results.jsonl file.
 Writes table.md (printed too: a variants x budgets headline, then one row per variant and
 budget, then every learning rate), table.csv and plot.png (test accuracy against teacher calls, one
-line per variant with a +-1 std band). Rule: per (variant, subset size), the learning rate with
+line per variant with +-1 std error bars). Rule: per (variant, subset size), the learning rate with
 the highest mean best-validation top-1 over seeds is chosen; the table reports the mean +- sample
 std (ddof = 1) over seeds of the test top-1 at each seed's best-validation point at that rate.
 """
@@ -21,6 +21,17 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ckd_jax import results as R  # noqa: E402
+from ckd_jax.train.methods import VARIANTS  # noqa: E402
+
+
+def in_variant_order(agg: list[dict]) -> list[dict]:
+    """`agg` with the variants in the registry's order (ce, kd, the CKD forms, then the other
+    baselines; `ckd_jax.train.methods.VARIANTS`), unknown names after them as they came;
+    budgets ascending within a variant."""
+    rank = {v: i for i, v in enumerate(VARIANTS)}
+    first = {v: i for i, v in enumerate(dict.fromkeys(a["variant"] for a in agg))}
+    return sorted(agg, key=lambda a: (rank.get(a["variant"], len(rank)), first[a["variant"]],
+                                      a["subset_size"]))
 
 
 def _pct(v: float) -> str:
@@ -118,7 +129,8 @@ def write_csv(agg: list[dict], path: str) -> None:
 
 
 def write_plot(agg: list[dict], path: str, title: str = "") -> None:
-    """Test top-1 against the teacher-call budget per seed, one line per variant, +-1 std band.
+    """Test top-1 against the teacher-call budget per seed, one line per variant (CKD forms
+    dashed), +-1 std error bars, the legend outside the axes.
 
     The x axis is the budget B (teacher-labelled samples per seed) for every variant, so the
     CE-only student (0 teacher calls, same labelled data) is drawn at the budgets it matches.
@@ -128,21 +140,22 @@ def write_plot(agg: list[dict], path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for variant in dict.fromkeys(a["variant"] for a in agg):
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    variants = list(dict.fromkeys(a["variant"] for a in agg))
+    markers = "os^vDP*Xph<>"
+    for i, variant in enumerate(variants):
         pts = sorted((a["budget"], a["mean"], a["std"]) for a in agg if a["variant"] == variant)
         x = [p[0] for p in pts]
         y = [100 * p[1] for p in pts]
         s = [0.0 if not math.isfinite(p[2]) else 100 * p[2] for p in pts]
-        (line,) = ax.plot(x, y, marker="o", label=variant)
-        ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.errorbar(x, y, yerr=s, marker=markers[i % len(markers)], capsize=3, label=variant,
+                    linestyle="--" if variant.startswith("ckd") else "-")
     ax.set_xlabel("teacher calls per seed (budget B)")
     ax.set_ylabel("test top-1 at best validation (%)")
     rule = "mean +- std over seeds, LR chosen by mean validation accuracy"
     ax.set_title(f"{title}\n{rule}" if title else rule, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -154,7 +167,7 @@ def make_report(source: str, out: str, metric: str = "test_top1_at_best_val",
     rows = R.read_results(source)
     if not rows:
         raise ValueError(f"no result rows in {source}")
-    agg = R.aggregate(rows, metric=metric, select_by=select_by)
+    agg = in_variant_order(R.aggregate(rows, metric=metric, select_by=select_by))
     if not agg:
         raise ValueError(f"no row of {source} has finite {metric} and {select_by}")
     os.makedirs(out, exist_ok=True)

@@ -199,3 +199,10 @@ def test_headline_has_a_dash_for_a_missing_cell():
     assert "| variant | logits | S=100 (B=80) | S=200 (B=160) |" in md
     assert "| kd | raw | 31.50 +- 0.71 | **41.50 +- 0.71** |" in md
     assert "| ckd | raw | **51.50 +- 0.71** | - |" in md
+
+
+def test_report_lists_variants_in_registry_order():
+    rows = [{"variant": v, "subset_size": 100, "seed": 1, "lr": 0.1, "best_val_top1": 0.5,
+             "test_top1_at_best_val": 0.5} for v in ("rkd", "my_variant", "ckd_cal", "kd", "ce")]
+    order = [a["variant"] for a in report.in_variant_order(R.aggregate(rows))]
+    assert order == ["ce", "kd", "ckd_cal", "rkd", "my_variant"]
