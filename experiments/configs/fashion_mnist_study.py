@@ -25,6 +25,7 @@ plateau protocol, which does not fit. The learning rate is chosen per (method, b
 subset); the test split is never used for any choice. The grid itself came from a pilot on
 seed 1, S=1000 (ce, kd, ckd at 0.003, 0.01, 0.03, read on validation) after CKD diverged to NaN
 at 0.05 and 0.1 with this unnormalised MLP student (the CNNs' BatchNorm hides that).
+
 CRD draws 256 negatives per sample, not the paper's 16,384: there are at most 3,200
 teacher-labelled samples to draw from, and 16,384 made one CRD pseudo-epoch cost 150 s here
 (50x every other method). Every other hyper-parameter is the paper's default.
