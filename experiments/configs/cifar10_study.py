@@ -14,7 +14,7 @@ the project's shared JPEG copy, ../shared/data/cifar10_jpeg.npz; the re-encoding
   python experiments/report.py runs/cifar10 --out results/cifar10
 
 Teacher resnet14 (RepDistiller's CIFAR ResNet, 0.17 M parameters), student MLP 3072-32-10 (99 k
-parameters and about 400x fewer multiply-adds per image). The student is an MLP because a CNN
+parameters and about 270x fewer multiply-adds per image). The student is an MLP because a CNN
 student does not fit the hour on two cores (the grid is 30 cells of 9 members, 3 seeds x 3
 learning rates; a TinyCNN student costs about 15x an MLP per image, measured on Fashion-MNIST's
 images, configs/fashion_mnist_study.py). Fixed-length schedule (cosine, 20 pseudo-epochs of
