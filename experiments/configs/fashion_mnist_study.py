@@ -28,7 +28,7 @@ at 0.05 and 0.1 with this unnormalised MLP student (the CNNs' BatchNorm hides th
 
 CRD draws 256 negatives per sample, not the paper's 16,384: there are at most 3,200
 teacher-labelled samples to draw from, and 16,384 made one CRD pseudo-epoch cost 150 s here
-(50x every other method). Every other hyper-parameter is the paper's default.
+(about 80x any other method's). Every other hyper-parameter is the paper's default.
 """
 
 from ckd_jax.train.config import DistillConfig
