@@ -2,7 +2,6 @@
 limit step's SGD arithmetic against NumPy, the goal column, the per-platform loop choice and the
 PyTorch twins."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,14 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch  # the test extra pins torch==2.13.0 (CPU)
+from experiments_support import load_experiment  # tests/ on sys.path
 
 from ckd_jax.models import create_model, param_count
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
-_spec = importlib.util.spec_from_file_location("_exp_benchmark", SCRIPT)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_experiment("benchmark")
 
 
 @pytest.mark.parametrize("loop", ["scan", "auto"])  # auto on CPU = the python host loop

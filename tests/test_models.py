@@ -113,6 +113,12 @@ def test_published_parameter_counts():
     assert param_count("wrn_40_2", 100) == 2_255_156
 
 
+def test_param_count_follows_the_input_shape():
+    # MLP 784-32-10 on 28x28x1 and 3072-32-10 on the default 32x32x3, counted by hand.
+    assert param_count("mlp", 10, input_shape=(28, 28, 1), width=32) == 784 * 32 + 32 + 32 * 10 + 10
+    assert param_count("mlp", 10, width=32) == 3072 * 32 + 32 + 32 * 10 + 10
+
+
 @pytest.mark.parametrize("name", ["resnet8", "ResNet50", "wrn_16_1", "vgg8", "MobileNetV2",
                                   "ShuffleV1", "ShuffleV2"])
 def test_feature_shapes_and_param_count_match_torch(name):

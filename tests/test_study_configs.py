@@ -10,14 +10,12 @@ import os
 import re
 import shlex
 
-import jax
-import jax.numpy as jnp
 import pytest
+from experiments_support import ROOT  # tests/ on sys.path
 
-from ckd_jax.models import create_model
+from ckd_jax.models import param_count
 from ckd_jax.train.config import load_config_file
 from ckd_jax.train.methods import VARIANTS
-from tests.experiments_support import ROOT
 
 STUDIES = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*_study.py")))
 SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10_jpeg": (32, 32, 3)}
@@ -35,12 +33,6 @@ def _docstring_command(path: str, script: str) -> list[str]:
 
 def _flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
-
-
-def _n_params(name: str, kwargs: dict, shape: tuple) -> int:
-    model = create_model(name, 10, **kwargs)
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape))))
-    return sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))
 
 
 def test_there_are_two_studies():
@@ -77,6 +69,6 @@ def test_study_docstring_commands_match_the_config(path):
 def test_study_student_is_smaller_than_its_teacher(path):
     config = load_config_file(path)
     shape = SHAPES[config.dataset]
-    n_student = _n_params(config.student, dict(config.student_kwargs), shape)
-    n_teacher = _n_params(config.teacher, dict(config.teacher_kwargs), shape)
+    n_student = param_count(config.student, 10, input_shape=shape, **config.student_kwargs)
+    n_teacher = param_count(config.teacher, 10, input_shape=shape, **config.teacher_kwargs)
     assert n_student < 0.6 * n_teacher, (n_student, n_teacher)

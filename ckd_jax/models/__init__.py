@@ -107,11 +107,13 @@ def feature_shapes(name: str, num_classes: int = 100, input_size: int = 32,
     return [tuple(f.shape) for f in jax.eval_shape(run, x)]
 
 
-def param_count(name: str, num_classes: int = 100, **kwargs) -> int:
-    """Number of trainable parameters (the `params` collection), computed abstractly."""
+def param_count(name: str, num_classes: int = 100, *, input_shape: tuple = (32, 32, 3),
+                **kwargs) -> int:
+    """Number of trainable parameters (the `params` collection), computed abstractly for inputs
+    of `input_shape` (H, W, C; it matters for the MLP, whose first layer sees H*W*C values)."""
     model = create_model(name, num_classes, **kwargs)
     shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape), jnp.float32)))
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
 
 

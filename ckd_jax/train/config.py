@@ -23,6 +23,11 @@ CALIBRATIONS = ("none", "table")
 RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every")
 
 
+def _without_invariant_fields(fields: dict) -> dict:
+    """A config's JSON fields less RESULT_INVARIANT_FIELDS."""
+    return {k: v for k, v in fields.items() if k not in RESULT_INVARIANT_FIELDS}
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """A student run (or a population of runs sharing one method and budget).
@@ -138,14 +143,13 @@ class DistillConfig:
         """`to_dict()` without the fields that cannot change a run's results (progress output,
         checkpoint frequency, the optional test curve): what a resumed or reused run must
         match."""
-        return {k: v for k, v in json.loads(self.to_json()).items()
-                if k not in RESULT_INVARIANT_FIELDS}
+        return _without_invariant_fields(json.loads(self.to_json()))
 
     def differs_from_saved(self, path: str) -> list[str]:
         """Fields (outside RESULT_INVARIANT_FIELDS) in which the config.json at `path` differs
         from this config; [] when a run stored there can be resumed or reused as it is."""
         with open(path) as f:
-            saved = {k: v for k, v in json.load(f).items() if k not in RESULT_INVARIANT_FIELDS}
+            saved = _without_invariant_fields(json.load(f))
         now = self.results_dict()
         return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
 
