@@ -8,7 +8,7 @@
       --dtypes float32 --steps 5 --n-train 320           # CPU: ckd_jax vs PyTorch, resnet32
 
 For each student model, method, population size P and compute dtype the engine's pseudo-epoch
-is built exactly as `run_distillation` builds it (`student.make_train_epoch` on synthetic uint8
+is built exactly as `run_distillation` builds it (`engine.make_train_epoch` on synthetic uint8
 images and a random logit table of the real shapes: sampling, gather, augmentation, forward,
 loss, SGD, `steps` steps per call, vmapped over P members) and timed. The *limit* is the same
 student's forward + backward + SGD(momentum, weight decay) update on the same number of images
@@ -144,7 +144,7 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     """One row: the engine's compiled pseudo-epoch and its limit, timed (see module doc)."""
     epoch_loop = resolve_epoch_loop(epoch_loop, jax.devices()[0].platform)
     from ckd_jax.models import create_model
-    from ckd_jax.train import student as S
+    from ckd_jax.train import engine as S
     from ckd_jax.train.config import DistillConfig
     from ckd_jax.train.methods import build_method
 
@@ -634,7 +634,7 @@ def main(argv=None) -> int:
     # Every choice checked before any compile.
     from ckd_jax.models import model_names
     from ckd_jax.train.config import COMPUTE_DTYPES
-    from ckd_jax.train.student import steps_per_pseudo_epoch
+    from ckd_jax.train.engine import steps_per_pseudo_epoch
 
     for m in args.models:
         if m not in model_names():

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     config.validate()
 
     from ckd_jax.train.distill import run_distillation
-    from ckd_jax.train.student import make_mesh
+    from ckd_jax.train.engine import make_mesh
 
     summary = run_distillation(config, mesh=make_mesh(args.devices),
                                resume=not args.no_resume)

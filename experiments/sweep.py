@@ -284,7 +284,7 @@ def main(argv=None) -> int:
                   f"lrs={list(cfg.learning_rates)}")
         return 0
 
-    from ckd_jax.train.student import make_mesh
+    from ckd_jax.train.engine import make_mesh
 
     run_sweep(cells, mesh=make_mesh(args.devices), shard=shard)
     print(f"next: python experiments/report.py {args.out}")

@@ -36,7 +36,7 @@ def main(argv):
     from engine_support import CountingTeacher
 
     from ckd_jax.train.distill import run_distillation
-    from ckd_jax.train.student import make_mesh
+    from ckd_jax.train.engine import make_mesh
 
     teacher = CountingTeacher()
     summary = run_distillation(config(table_dir, out_dir), mesh=make_mesh(),

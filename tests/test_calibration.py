@@ -25,8 +25,8 @@ from ckd_jax.losses import (
 from ckd_jax.models import create_model
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.distill import run_distillation, table_filename
+from ckd_jax.train.engine import make_mesh
 from ckd_jax.train.methods import VARIANTS, variant_overrides
-from ckd_jax.train.student import make_mesh
 
 
 # ----------------------------------------------------------------------------- pure functions

@@ -13,7 +13,7 @@ from engine_support import CountingTeacher, tiny_config  # tests/ is on sys.path
 
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.distill import run_distillation
-from ckd_jax.train.student import make_mesh
+from ckd_jax.train.engine import make_mesh
 
 
 def _cfg(**kw) -> DistillConfig:

@@ -15,7 +15,7 @@ from engine_support import CountingTeacher  # tests/ is on sys.path
 from multiprocess_worker import config
 
 from ckd_jax.train.distill import run_distillation
-from ckd_jax.train.student import make_mesh
+from ckd_jax.train.engine import make_mesh
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)

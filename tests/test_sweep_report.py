@@ -14,7 +14,7 @@ from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sy
 
 from ckd_jax import results as R
 from ckd_jax.models import create_model
-from ckd_jax.train.student import make_mesh
+from ckd_jax.train.engine import make_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

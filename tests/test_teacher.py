@@ -112,7 +112,7 @@ def test_evaluate_matches_numpy_reference():
 
 
 def test_scan_and_python_epoch_loops_agree(digits):
-    """The loop policy is the engine's (student.make_train_epoch): both loops, same run."""
+    """The loop policy is the engine's (engine.make_train_epoch): both loops, same run."""
     tr, te = digits[0].subset(np.arange(96)), digits[1].subset(np.arange(40))
     out = {}
     for loop in ("scan", "python"):
@@ -128,9 +128,9 @@ def test_scan_and_python_epoch_loops_agree(digits):
 
 
 def test_teacher_is_the_student_engine_with_one_ce_member(digits):
-    """train_teacher = student.make_train_epoch (method "ce", M = 1, full split) +
-    student.make_evaluate: rebuilding those pieces by hand gives the same weights, bitwise."""
-    from ckd_jax.train import student as S
+    """train_teacher = engine.make_train_epoch (method "ce", M = 1, full split) +
+    engine.make_evaluate: rebuilding those pieces by hand gives the same weights, bitwise."""
+    from ckd_jax.train import engine as S
     from ckd_jax.train import supervised as T
 
     tr, te = digits[0].subset(np.arange(80)), digits[1].subset(np.arange(30))

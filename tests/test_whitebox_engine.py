@@ -26,8 +26,8 @@ from ckd_jax.logit_table import (
 from ckd_jax.models import create_model
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.distill import run_distillation, table_filename
+from ckd_jax.train.engine import make_mesh
 from ckd_jax.train.methods import FeatureShapes, LossInputs, build_method
-from ckd_jax.train.student import make_mesh
 
 METHODS = ("fitnet", "vid", "cc", "ckd_fitnet", "ckd_vid", "ckd_cc")
 

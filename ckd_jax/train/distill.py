@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ckd_jax.models import create_model
-from ckd_jax.train import student as S
+from ckd_jax.train import engine as S
 from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.methods import Method, build_method
 from ckd_jax.train.optim import plateau_drop
@@ -241,7 +241,7 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
 
     Args:
       config: the run's configuration (validated here).
-      mesh: a 1-D `data` mesh (`student.make_mesh`); default all local devices.
+      mesh: a 1-D `data` mesh (`engine.make_mesh`); default all local devices.
       resume: continue from the latest checkpoint in `config.out_dir` if there is one (the
         stored config must match).
       teacher_apply, teacher_variables: a teacher given in memory instead of

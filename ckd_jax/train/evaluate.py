@@ -1,5 +1,5 @@
 """Top-1 / top-5 accuracy of one classifier: a thin convenience wrapper over the engine's
-evaluation (`ckd_jax.train.student.make_evaluate`, vmapped over population members), called
+evaluation (`ckd_jax.train.engine.make_evaluate`, vmapped over population members), called
 with a population of one (M = 1) on one device.
 
 There is one evaluation implementation in the package: eval mode (running statistics), the
@@ -72,7 +72,7 @@ def make_eval_fn(model_or_apply: nn.Module | ApplyFn, spec: Any, batch_size: int
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    from ckd_jax.train.student import make_evaluate, make_mesh
+    from ckd_jax.train.engine import make_evaluate, make_mesh
 
     model = _as_model(model_or_apply)
     view = _EvalView(tuple(spec.mean), tuple(spec.std), spec.eval_crop)

@@ -5,7 +5,7 @@ it mixes inputs, which extra trainable heads or state it owns (CRD, white-box re
 intermediate features it needs (white-box methods: student features from the step's forward,
 teacher features cached with the logits) and how the loss is computed from the student's
 outputs and the cached teacher outputs. The training loop
-(`ckd_jax.train.student`) never branches on a method's name: adding a method means adding a
+(`ckd_jax.train.engine`) never branches on a method's name: adding a method means adding a
 builder to `_BUILDERS`, nothing else.
 
 Every loss comes from `ckd_jax.losses`; the weights are the paper's (PAPER.md "Baselines").

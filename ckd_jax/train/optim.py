@@ -1,6 +1,6 @@
 """The one optimiser layer of the package: torch-style SGD and every learning-rate schedule.
 
-Both engines' step (`ckd_jax.train.student._make_member_epoch`, which teachers train through as
+Both engines' step (`ckd_jax.train.engine._make_member_epoch`, which teachers train through as
 well) calls exactly two things from here, once per step:
 
     lr = scheduled_lr(spec.schedule, base_lr, step, ...)      # the schedule, a pure function

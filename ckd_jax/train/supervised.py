@@ -8,15 +8,15 @@ Recipes (`TeacherConfig.recipe`):
            schedule, 30 epochs, bfloat16 compute on GPU/TPU ("auto"), float32 on CPU.
 Any field left None takes the recipe's value; explicit fields override it.
 
-A teacher is a configuration of the one training engine (`ckd_jax.train.student`), not a second
+A teacher is a configuration of the one training engine (`ckd_jax.train.engine`), not a second
 engine: a population of one member whose data is the whole training split, the method "ce"
 (`teacher_method`: cross-entropy, optional label smoothing), and the recipe's schedule in the
 StepSpec (`teacher_step_spec`; the schedules and torch-style SGD are `ckd_jax.train.optim`).
-One epoch is one call of `student.make_train_epoch` (a `lax.scan` on accelerators, a host loop
+One epoch is one call of `engine.make_train_epoch` (a `lax.scan` on accelerators, a host loop
 of one compiled step on CPU, chosen there): ceil(N / batch) steps over a permutation of the
 training set, the last partial batch filled from a second permutation (every step has a static
 shape), with on-device augmentation. After each epoch the test split is evaluated by
-`student.make_evaluate` (M = 1, float32), a line is appended to `<run_dir>/log.jsonl`, and an
+`engine.make_evaluate` (M = 1, float32), a line is appended to `<run_dir>/log.jsonl`, and an
 orbax checkpoint of the engine state is written (the latest every epoch and the best by test
 accuracy, `ckd_jax.checkpoint.Checkpointer`). `resume=True` continues from the latest
 checkpoint and reproduces an uninterrupted run exactly (epoch e's randomness is
@@ -47,10 +47,10 @@ from jax.sharding import PartitionSpec as P
 
 from ckd_jax.checkpoint import Checkpointer
 from ckd_jax.losses import cross_entropy
+from ckd_jax.train import engine as S
 from ckd_jax.train import optim
-from ckd_jax.train import student as S
+from ckd_jax.train.engine import MemberData, StepSpec, steps_per_pseudo_epoch
 from ckd_jax.train.methods import LossInputs, Method
-from ckd_jax.train.student import MemberData, StepSpec, steps_per_pseudo_epoch
 
 __all__ = ["TeacherConfig", "TeacherResult", "RECIPES", "train_teacher", "load_teacher",
            "teacher_method", "teacher_step_spec", "teacher_data", "epoch_keys"]
@@ -71,7 +71,7 @@ _RESUME_FREE = ("out", "data_dir", "data_path", "resume", "progress", "eval_batc
 CHECKPOINT_SUBDIR = "checkpoints"
 LOG_FILE = "log.jsonl"
 SUMMARY_FILE = "teacher.json"
-CHECKPOINT_LAYOUT = "engine-v1"  # {"state": student.TrainState of one member}
+CHECKPOINT_LAYOUT = "engine-v1"  # {"state": engine.TrainState of one member}
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
       spec: a DatasetSpec (mean, std, crop_size, padding, flip, eval_crop); default
         `ckd_jax.data.dataset_spec(config.dataset)`.
       on_epoch_end: called with each epoch's history row after its checkpoint is on disk.
-      mesh: the engine's 1-D `data` mesh (`student.make_mesh`); default one device.
+      mesh: the engine's 1-D `data` mesh (`engine.make_mesh`); default one device.
 
     Returns:
       TeacherResult (last-epoch variables, accuracies, history, run_dir, wall time).

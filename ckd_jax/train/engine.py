@@ -1,4 +1,7 @@
-"""The compiled student step: sampling, gather, augmentation, forward, loss and update on device.
+"""The one training engine, for students and teachers alike: the compiled step (sampling,
+gather, augmentation, forward, loss and update on device), the population of members, and
+evaluation. `ckd_jax.train.distill` (student runs) and `ckd_jax.train.supervised` (teacher
+runs) are the two front ends over it.
 
 Data flow of one pseudo-epoch (DESIGN.md), all inside one `jax.jit`:
   draw batch/tuple indices with `jax.random` -> gather uint8 images, labels and logit-table rows
