@@ -19,7 +19,17 @@ k % N == I, so N jobs with the same command and I = 0..N-1 run every cell exactl
 job array: docs/experiments.md). A shard resumes and skips like a whole sweep, touches only its
 own cells and writes its rows to `<out>/results.shard-I-of-N.jsonl` (never results.jsonl, which
 concurrent shards would clobber); report.py reads the union of all finished cells' summaries.
-Shards that need the same (seed, subset) logit table may both build it (written atomically).
+Shards that need the same (seed, subset) logit table may both build it (written atomically);
+on one machine a lock beside the table makes the second wait and load it instead.
+
+On one machine: `--jobs N` runs N cells at once, each in its own process pinned to its own
+CPU core(s) (`ckd_jax.jobs`; default: one per core on a CPU-only machine, 1 where a GPU/TPU
+plugin is installed), with one progress view (cells done, members running, elapsed, time
+left) and each cell's output in `<out>/logs/<cell>.log`. Cells that need the same logit table
+wait for the first to build it (a lock file beside it), so no table costs its teacher calls
+twice. A killed sweep takes its workers down with it; the same command resumes. `--jobs`
+composes with `--shard`: each machine runs its shard's cells N at a time. `--jobs 1` runs the
+cells one after another in this process.
 
 Variants (`--methods`): any method name of `ckd_jax.train.methods` (its config defaults), or a
 named variant of `ckd_jax.train.methods.VARIANTS` (a method plus config overrides), e.g.
@@ -38,12 +48,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ckd_jax import jobs as _jobs  # noqa: E402
+
+_jobs.become_worker()  # a --jobs worker: its own cores, before any jax backend starts
+
 from ckd_jax import results as R  # noqa: E402
 from ckd_jax.train.config import DistillConfig, apply_overrides  # noqa: E402
 from ckd_jax.train.methods import VARIANTS, variant_overrides  # noqa: E402,F401
 
 # Config fields that do not change a cell's results (may differ between reruns).
 _NON_SEMANTIC = {"progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every",
+                 "member_loop",
                  "out_dir", "logit_table_dir", "data_dir", "data_path", "eval_batch_size",
                  "teacher_checkpoint"}
 
@@ -168,7 +183,8 @@ def _fmt_acc(v) -> str:
 
 
 def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
-              log=print, shard: tuple[int, int] | None = None) -> list[dict]:
+              log=print, shard: tuple[int, int] | None = None,
+              write_results: bool = True) -> list[dict]:
     """Run (or skip, or resume) every cell, then rewrite `<out>/results.jsonl`.
 
     `cells` come from `plan_cells` (all sharing one out dir). A cell whose summary.json says
@@ -176,6 +192,7 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     written to results.jsonl (every finished cell under the out dir, this sweep's or not).
     With `shard=(I, N)` only that shard's cells (`shard_cells`) are checked and run, and their
     rows go to `<out>/results.shard-I-of-N.jsonl` instead (results.jsonl is left alone).
+    `write_results=False` (a `--jobs` worker running one cell) writes no results file.
     """
     from ckd_jax.train.distill import run_distillation
 
@@ -211,6 +228,14 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
         log(f"{tag}: done in {time.time() - t0:.1f} s (finished={summary['finished']}, "
             f"teacher calls this cell {summary.get('teacher_calls_this_run', 0)}, "
             f"best member test top-1 @ best val {_fmt_acc(best)})")
+    if not write_results:
+        return []
+    return _write_results(cells, out, shard, log, time.time() - t_sweep, calls)
+
+
+def _write_results(cells: list[dict], out: str, shard: tuple[int, int] | None, log,
+                   seconds: float, calls: int) -> list[dict]:
+    """Rewrite `<out>/results.jsonl` (or this shard's results file) from the cell summaries."""
     if shard is None:
         rows, results = R.collect_rows(out), os.path.join(out, R.RESULTS_FILE)
     else:  # only this shard's cells: other shards may be writing theirs right now
@@ -220,8 +245,56 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     unfinished = [c["name"] for c in cells if not R.cell_finished(c["config"].out_dir)]
     if unfinished:
         log(f"warning: unfinished cells left out of {os.path.basename(results)}: {unfinished}")
-    log(f"sweep done in {time.time() - t_sweep:.1f} s: {len(rows)} rows in "
+    log(f"sweep done in {seconds:.1f} s: {len(rows)} rows in "
         f"{results}; teacher calls this invocation: {calls}")
+    return rows
+
+
+def run_sweep_jobs(cells: list[dict], jobs: int, argv: list[str], *, log=print,
+                   shard: tuple[int, int] | None = None, heartbeat_s: float = 60.0
+                   ) -> list[dict]:
+    """`run_sweep` with the cells run `jobs` at a time, each by a worker process (this script
+    with `argv` + `--cell NAME`) pinned to its own core(s); then the results file as
+    `run_sweep` writes it. Raises RuntimeError naming the cells whose worker failed."""
+    from ckd_jax import jobs as J
+
+    if not cells:
+        raise ValueError("no cells to run")
+    out = os.path.dirname(cells[0]["config"].out_dir.rstrip(os.sep))
+    planned = len(cells)
+    cells = shard_cells(cells, shard)
+    check_existing(cells)
+    check_teacher(cells, False)
+    J.core_groups(jobs)  # a --jobs the machine cannot take fails before any work
+    os.makedirs(out, exist_ok=True)
+    if shard is not None:
+        log(f"shard {shard[0]}/{shard[1]}: {len(cells)} of {planned} cells "
+            f"({', '.join(c['name'] for c in cells) or 'none'})")
+    tasks = []
+    for cell in cells:
+        cfg = cell["config"]
+        if R.cell_finished(cfg.out_dir):
+            _write_cell_file(cell)
+            log(f"{cell['name']}: skipped (finished; {cfg.out_dir}/summary.json)")
+            continue
+        argv_cell = J.child_argv(os.path.abspath(__file__), argv,
+                                 drop=("--jobs", "--cell", "--shard"),
+                                 add=["--jobs", "1", "--cell", cell["name"]])
+        tasks.append(J.Task(cell["name"], argv_cell, members=cfg.num_members,
+                            log_path=os.path.join(out, "logs", f"{cell['name']}.log")))
+    t_sweep = time.time()
+    status = J.run_tasks(tasks, min(jobs, max(1, len(tasks))), log=log,
+                         heartbeat_s=heartbeat_s) if tasks else {}
+    calls = 0
+    for task in tasks:
+        got = R.read_cell(os.path.join(out, task.name))
+        if status.get(task.name) == 0 and got is not None:
+            calls += int(got[1].get("teacher_calls_this_run", 0))
+    rows = _write_results(cells, out, shard, log, time.time() - t_sweep, calls)
+    failed = sorted(name for name, rc in status.items() if rc != 0)
+    if failed:
+        raise RuntimeError(f"{len(failed)} cell(s) failed: {failed}; see {out}/logs/<cell>.log "
+                           "and rerun the same command to resume them")
     return rows
 
 
@@ -252,6 +325,11 @@ def main(argv=None) -> int:
     ap.add_argument("--shard", metavar="I/N", default=None,
                     help="run only shard I of N (0 <= I < N): cell k of the name-sorted cells "
                          "when k %% N == I; for N machines or a job array")
+    ap.add_argument("--jobs", default="auto",
+                    help="cells run at once, each in a process pinned to its own CPU core(s) "
+                         "(default auto: one per core on a CPU-only machine, 1 with a GPU/TPU "
+                         "plugin installed; 1: one after another in this process)")
+    ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # a --jobs worker's cell
     ap.add_argument("--dry-run", action="store_true", help="print the cells and exit")
     ap.add_argument("--list-variants", action="store_true", help="print the variants and exit")
     args = ap.parse_args(argv)
@@ -284,11 +362,41 @@ def main(argv=None) -> int:
                   f"lrs={list(cfg.learning_rates)}")
         return 0
 
-    from ckd_jax.train.engine import make_mesh
+    jobs = parse_jobs(args.jobs, cells, shard)
+    if args.cell is not None:  # a --jobs worker: one cell, no results file (the parent's)
+        mine = [c for c in cells if c["name"] == args.cell]
+        if not mine:
+            raise ValueError(f"--cell {args.cell!r} is not a cell of this sweep; cells: "
+                             f"{[c['name'] for c in cells]}")
+        from ckd_jax.train.engine import make_mesh
 
-    run_sweep(cells, mesh=make_mesh(args.devices), shard=shard)
+        run_sweep(mine, mesh=make_mesh(args.devices), write_results=False)
+        return 0
+    if jobs > 1:
+        run_sweep_jobs(cells, jobs, list(sys.argv[1:] if argv is None else argv), shard=shard)
+    else:
+        from ckd_jax.train.engine import make_mesh
+
+        run_sweep(cells, mesh=make_mesh(args.devices), shard=shard)
     print(f"next: python experiments/report.py {args.out}")
     return 0
+
+
+def parse_jobs(text: str, cells: list[dict], shard: tuple[int, int] | None) -> int:
+    """`--jobs`: "auto" (`ckd_jax.jobs.default_jobs` over the cells still to run) or N >= 1."""
+    from ckd_jax import jobs as J
+
+    if text == "auto":
+        todo = [c for c in shard_cells(cells, shard) if not R.cell_finished(c["config"].out_dir)]
+        return J.default_jobs(len(todo))
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--jobs {text!r} must be a whole number >= 1 or 'auto'") from None
+    if n < 1:
+        raise ValueError(f"--jobs {n} must be >= 1 (or 'auto')")
+    J.core_groups(n)  # more jobs than cores: one line, before any work
+    return n
 
 
 if __name__ == "__main__":

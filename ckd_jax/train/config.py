@@ -20,7 +20,10 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 TEACHER_VIEWS = ("augmented", "clean")
 CALIBRATIONS = ("none", "table")
 # Fields that never change a run's results (see DistillConfig.results_dict).
-RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every")
+# member_loop is one of them: members are independent, and the vmapped and the sequential
+# population give the same weights up to float reduction order (tests/test_member_loop.py).
+RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every",
+                           "member_loop")
 
 
 def _without_invariant_fields(fields: dict) -> dict:
@@ -90,6 +93,10 @@ class DistillConfig:
     weight_decay: float = 5e-4
     compute_dtype: str = "float32"
     epoch_loop: str = "auto"  # "scan" (one lax.scan per pseudo-epoch), "python", "auto"
+    # How the population's members run: "vmap" (one program for all, the accelerator path),
+    # "sequential" (one after another through the program compiled for one member; on XLA:CPU
+    # the vmap costs 2.5-2.8x per image), "auto" (sequential on CPU, vmap elsewhere).
+    member_loop: str = "auto"
 
     # --- protocol ----------------------------------------------------------------------------
     schedule: str = "plateau"  # the paper's early-stopping protocol, or fixed-length cosine
@@ -173,6 +180,7 @@ class DistillConfig:
         choice("group_forward", self.group_forward, GROUP_FORWARDS)
         choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         choice("epoch_loop", self.epoch_loop, ("auto", "scan", "python"))
+        choice("member_loop", self.member_loop, ("auto", "vmap", "sequential"))
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
         if self.calibration == "table":

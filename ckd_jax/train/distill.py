@@ -24,6 +24,7 @@ sample) and live in their own files (`table_filename(..., feature_layers=...)`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -157,38 +158,53 @@ class _Prepared:
             self.teacher_hash = variables_hash(self.teacher_variables)
         for m in self.members:
             if m.table_path and os.path.exists(m.table_path):
-                from ckd_jax.logit_table import LogitTable
-                table = LogitTable.load(m.table_path)
-                try:
-                    table.check_matches(dataset=self.train.name, indices=m.split.teacher_idx,
-                                        teacher_name=config.teacher,
-                                        teacher_hash=self.teacher_hash, view=config.teacher_view,
-                                        feature_layers=self.method.teacher_layers)
-                except ValueError as e:
-                    raise ValueError(f"{m.table_path}: {e}") from e
-                if table.logits.shape[1] != self.num_classes:
-                    raise ValueError(f"logit table {m.table_path} has "
-                                     f"{table.logits.shape[1]} classes, the dataset "
-                                     f"{self.num_classes}")
-                m.table = table
+                self._load_checked_table(m)
+
+    def _load_checked_table(self, m) -> None:
+        """Load member m's existing table, refusing one made for other samples or settings."""
+        from ckd_jax.logit_table import LogitTable
+
+        config = self.config
+        table = LogitTable.load(m.table_path)
+        try:
+            table.check_matches(dataset=self.train.name, indices=m.split.teacher_idx,
+                                teacher_name=config.teacher,
+                                teacher_hash=self.teacher_hash, view=config.teacher_view,
+                                feature_layers=self.method.teacher_layers)
+        except ValueError as e:
+            raise ValueError(f"{m.table_path}: {e}") from e
+        if table.logits.shape[1] != self.num_classes:
+            raise ValueError(f"logit table {m.table_path} has "
+                             f"{table.logits.shape[1]} classes, the dataset "
+                             f"{self.num_classes}")
+        m.table = table
 
     def build_missing_tables(self) -> int:
-        """Run the teacher on the budgeted samples that have no table yet; returns the calls."""
+        """Run the teacher on the budgeted samples that have no table yet; returns the calls.
+
+        Each build holds a lock beside the table (`<table>.lock`): another process of the same
+        machine that needs the same table (`sweep.py --jobs`, shards) waits, then loads it
+        instead of paying its teacher calls a second time."""
         from ckd_jax.logit_table import build_or_load_logit_table
 
         calls = 0
         for m in self.members:
             if m.table_path is None or m.table is not None:
                 continue
-            table, made = build_or_load_logit_table(
-                m.table_path, teacher_apply=self.teacher_apply,
-                teacher_variables=self.teacher_variables, teacher_name=self.config.teacher,
-                dataset_name=self.train.name, images=self.train.images,
-                indices=m.split.teacher_idx, key=jax.random.PRNGKey(10_000 + m.seed),
-                spec=self.spec, view=self.config.teacher_view, seed=m.seed,
-                feature_layers=self.method.teacher_layers,
-                features_dtype=(jnp.bfloat16 if self.config.teacher_feature_dtype == "bfloat16"
-                                else np.float32))
+            with _table_lock(m.table_path):
+                if os.path.exists(m.table_path):  # built by another process meanwhile
+                    self._load_checked_table(m)
+                    continue
+                table, made = build_or_load_logit_table(
+                    m.table_path, teacher_apply=self.teacher_apply,
+                    teacher_variables=self.teacher_variables, teacher_name=self.config.teacher,
+                    dataset_name=self.train.name, images=self.train.images,
+                    indices=m.split.teacher_idx, key=jax.random.PRNGKey(10_000 + m.seed),
+                    spec=self.spec, view=self.config.teacher_view, seed=m.seed,
+                    feature_layers=self.method.teacher_layers,
+                    features_dtype=(jnp.bfloat16
+                                    if self.config.teacher_feature_dtype == "bfloat16"
+                                    else np.float32))
             m.table = table
             calls += made
         return calls
@@ -226,6 +242,25 @@ class _Prepared:
                                for i in self.method.teacher_layers}
                               if self.method.teacher_layers else None))
         return data, stack("val_images"), stack("val_labels")
+
+
+@contextlib.contextmanager
+def _table_lock(table_path: str):
+    """An exclusive lock on `<table_path>.lock` (fcntl.flock; released when the block ends or
+    the process dies). Says so once when it has to wait for another process."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(table_path) or ".", exist_ok=True)
+    with open(table_path + ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process to build {table_path}", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _json_default(x):
@@ -302,10 +337,13 @@ class _Evaluator:
     def __init__(self, model, spec, mesh, cfg: DistillConfig, method: Method, num_members: int,
                  num_classes: int):
         bs = -(-cfg.eval_batch_size // mesh.size) * mesh.size  # whole batches per device
-        self._val = S.make_evaluate(model, spec, mesh, bs, shared_images=False, calibrated=True)
-        self._test = S.make_evaluate(model, spec, mesh, bs, shared_images=True, calibrated=True)
-        self._offset = (S.make_logit_offset(model, spec, mesh, bs) if method.uses_teacher
-                        else None)
+        loop = cfg.member_loop
+        self._val = S.make_evaluate(model, spec, mesh, bs, shared_images=False, calibrated=True,
+                                    member_loop=loop)
+        self._test = S.make_evaluate(model, spec, mesh, bs, shared_images=True, calibrated=True,
+                                     member_loop=loop)
+        self._offset = (S.make_logit_offset(model, spec, mesh, bs, member_loop=loop)
+                        if method.uses_teacher else None)
         self.has_offset = self._offset is not None
         self.no_offset = jnp.zeros((num_members, num_classes), jnp.float32)
 
@@ -471,7 +509,8 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     state = put(S.init_state(model, method, member_keys,
                              jnp.asarray([lr for _, lr in members], jnp.float32), sample_shape,
                              prep.num_classes, n_train, teacher_feature_shapes=t_shapes))
-    train_epoch = S.make_train_epoch(model, method, spec, mesh, loop=cfg.epoch_loop)
+    train_epoch = S.make_train_epoch(model, method, spec, mesh, loop=cfg.epoch_loop,
+                                     member_loop=cfg.member_loop)
     ev = _Evaluator(model, spec, mesh, cfg, method, len(members), prep.num_classes)
     calibrated = cfg.calibration == "table"
     select = jax.jit(S.tree_select)
@@ -546,6 +585,7 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
         "budget": int(n_train), "teacher_calls_this_run": int(teacher_calls),
         "finished": bool(protocol.done), "train_seconds": wall,
         "steps_per_epoch": spec.steps_per_epoch, "devices": mesh.size,
+        "member_loop": S.resolve_member_loop(cfg.member_loop, mesh),
         "calibration": cfg.calibration,
         "members": [{"seed": seed, "lr": lr,
                      "teacher_calls": int(n_train) if method.uses_teacher else 0,

@@ -319,24 +319,116 @@ class _PythonLoopEpoch:
         return max(self._plan._cache_size(), self._step._cache_size())
 
 
-def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh, loop: str = "auto"):
+MEMBER_LOOPS = ("auto", "vmap", "sequential")
+
+
+def resolve_member_loop(member_loop: str, mesh: Mesh) -> str:
+    """"auto" -> "sequential" on CPU, "vmap" elsewhere; other values are checked and kept."""
+    if member_loop not in MEMBER_LOOPS:
+        raise ValueError(f"member_loop={member_loop!r}; accepted: {', '.join(MEMBER_LOOPS)}")
+    if member_loop == "auto":
+        return "sequential" if mesh.devices.flat[0].platform == "cpu" else "vmap"
+    return member_loop
+
+
+class _OneMemberAtATime:
+    """A compiled population function `f(*args)` (vmapped over a leading member axis) run one
+    member at a time: each call slices member m's rows out of the member-axis arguments, calls
+    the same function compiled for M = 1, and stacks the outputs back to [M, ...].
+
+    Why: on XLA:CPU, `vmap` over members turns every convolution into a grouped one and costs
+    2.5-2.8x per image against M = 1 (resnet8, README "CPU speed"); accelerators keep the vmap.
+    Members are independent, so the results equal the vmapped ones up to float reduction order
+    (tests/test_member_loop.py). Arguments that do not change between calls (the training data,
+    the validation images) are split once and the pieces reused while the same object is passed.
+
+    `member_args[i]` says whether positional argument i carries the member axis (False: shared
+    by every member, e.g. the test set). With `skip_arg` = the index of a boolean [M] "active"
+    argument, members that are not active are not run at all: their state outputs are their
+    inputs unchanged (what the masked step would return) and their other outputs NaN (the
+    engine never reads a finished member's training metrics).
+    """
+
+    def __init__(self, fn, member_args: tuple[bool, ...], *, cached_args: tuple[int, ...] = (),
+                 skip_arg: int | None = None, state_arg: int = 0):
+        self.fn = fn
+        self.member_args = member_args
+        self.cached_args = cached_args
+        self.skip_arg = skip_arg
+        self.state_arg = state_arg
+        self._cache: dict[int, tuple[Any, list]] = {}
+        self._split = jax.jit(lambda tree, m: [jax.tree.map(lambda a, i=i: a[i:i + 1], tree)
+                                               for i in range(m)], static_argnums=1)
+        self._stack = jax.jit(lambda trees: jax.tree.map(lambda *xs: jnp.concatenate(xs),
+                                                         *trees))
+
+    def _pieces(self, i: int, arg, m: int) -> list:
+        if i in self.cached_args:
+            hit = self._cache.get(i)
+            if hit is not None and hit[0] is arg:
+                return hit[1]
+            pieces = self._split(arg, m)
+            self._cache[i] = (arg, pieces)
+            return pieces
+        return self._split(arg, m)
+
+    def __call__(self, *args):
+        lead = [jax.tree.leaves(a)[0].shape[0] for a, has in zip(args, self.member_args) if has]
+        m = lead[0]
+        if m == 1:
+            return self.fn(*args)
+        pieces = [self._pieces(i, a, m) if has else None
+                  for i, (a, has) in enumerate(zip(args, self.member_args))]
+        run = (np.ones(m, bool) if self.skip_arg is None
+               else np.asarray(args[self.skip_arg], bool))
+        outs = [None] * m
+        for j in np.flatnonzero(run):
+            outs[j] = self.fn(*[p[j] if p is not None else a for p, a in zip(pieces, args)])
+        if not run.all():
+            template = outs[int(np.flatnonzero(run)[0])] if run.any() else None
+            for j in np.flatnonzero(~run):
+                outs[j] = self._idle_output(template, pieces[self.state_arg][j], args, pieces, j)
+        return self._stack(outs)
+
+    def _idle_output(self, template, state, args, pieces, j):
+        """What an inactive member returns: its state unchanged, NaN metrics."""
+        if template is None:  # nobody ran: shapes from the abstract evaluation
+            template = jax.eval_shape(self.fn, *[p[j] if p is not None else a
+                                                 for p, a in zip(pieces, args)])
+        metrics = jax.tree.map(lambda t: jnp.full(t.shape, jnp.nan, t.dtype), template[1])
+        return state, metrics
+
+    def _cache_size(self) -> int:
+        return self.fn._cache_size()
+
+
+def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh, loop: str = "auto",
+                     member_loop: str = "auto"):
     """Compiled `(state, data, keys [M], active [M]) -> (state, metrics {name: [M]})`.
 
     One call runs one pseudo-epoch of `spec.steps_per_epoch` steps for every member. The state
     argument is donated (updated in place on the device). `loop`: "scan" (the whole pseudo-epoch
     as one `lax.scan`, the accelerator path), "python" (a host loop over one compiled step, much
-    faster on XLA:CPU) or "auto" (scan except on CPU).
+    faster on XLA:CPU) or "auto" (scan except on CPU). `member_loop`: "vmap" (all members in one
+    program, the accelerator path), "sequential" (one member after another through the program
+    compiled for one member; finished members are not run; the CPU path, `_OneMemberAtATime`)
+    or "auto" (sequential on CPU).
     """
     if loop not in EPOCH_LOOPS:
         raise ValueError(f"loop={loop!r}; accepted: {', '.join(EPOCH_LOOPS)}")
+    member_loop = resolve_member_loop(member_loop, mesh)
     batch_sharding = NamedSharding(mesh, P("data"))
     shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
     member_epoch, plan, masked_step = _make_member_epoch(model, method, spec, shard)
     if loop == "auto":
         loop = "python" if mesh.devices.flat[0].platform == "cpu" else "scan"
     if loop == "python":
-        return _PythonLoopEpoch(plan, masked_step, spec.steps_per_epoch)
-    return jax.jit(jax.vmap(member_epoch), donate_argnums=(0,))
+        epoch = _PythonLoopEpoch(plan, masked_step, spec.steps_per_epoch)
+    else:
+        epoch = jax.jit(jax.vmap(member_epoch), donate_argnums=(0,))
+    if member_loop == "sequential":
+        return _OneMemberAtATime(epoch, (True, True, True, True), cached_args=(1,), skip_arg=3)
+    return epoch
 
 
 def _chunked(images, labels, batch_size: int):
@@ -372,7 +464,7 @@ def _variables(params, batch_stats) -> dict:
 
 
 def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_images: bool,
-                  calibrated: bool = False):
+                  calibrated: bool = False, member_loop: str = "auto"):
     """Compiled `(params, batch_stats, images u8, labels) -> (top1 [M], top5 [M])` fractions.
 
     images/labels are [M, N, ...] per member (validation) or shared [N, ...] (test) when
@@ -382,6 +474,7 @@ def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_ima
     With `calibrated=True` the function takes a fifth argument, each member's logit offset
     [M, C] (`make_logit_offset`), and returns (top1, top5, top1_cal, top5_cal): the raw
     accuracies and those of the calibrated logits `logits - offset`, from one forward pass.
+    `member_loop` as in `make_train_epoch` (members one at a time on CPU).
     """
     logits_of = _make_eval_logits(model, spec, mesh)
 
@@ -410,12 +503,19 @@ def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_ima
 
     data_axes = (None, None) if shared_images else (0, 0)
     if calibrated:
-        return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, *data_axes, 0)))
-    return jax.jit(jax.vmap(lambda p, b, x, y: member_eval(p, b, x, y, None),
-                            in_axes=(0, 0, *data_axes)))
+        fn = jax.jit(jax.vmap(member_eval, in_axes=(0, 0, *data_axes, 0)))
+    else:
+        fn = jax.jit(jax.vmap(lambda p, b, x, y: member_eval(p, b, x, y, None),
+                              in_axes=(0, 0, *data_axes)))
+    if resolve_member_loop(member_loop, mesh) == "vmap":
+        return fn
+    per_member = not shared_images
+    return _OneMemberAtATime(fn, (True, True, per_member, per_member) + (True,) * calibrated,
+                             cached_args=(2, 3) if per_member else ())
 
 
-def make_logit_offset(model, spec: StepSpec, mesh: Mesh, batch_size: int):
+def make_logit_offset(model, spec: StepSpec, mesh: Mesh, batch_size: int,
+                      member_loop: str = "auto"):
     """Compiled `(params, batch_stats, images u8 [M, n, ...], teacher_logits [M, n, C]) ->
     offset [M, C]`: each member's shared logit offset (`ckd_jax.losses.estimate_logit_offset`)
     between its eval-mode, clean-view logits on its own teacher-labelled images and their cached
@@ -435,7 +535,10 @@ def make_logit_offset(model, spec: StepSpec, mesh: Mesh, batch_size: int):
                           ((0, n_pad - teacher_logits.shape[0]), (0, 0)))
         return estimate_logit_offset(logits, teacher, mask=ys.reshape(-1) >= 0)
 
-    return jax.jit(jax.vmap(member_offset))
+    fn = jax.jit(jax.vmap(member_offset))
+    if resolve_member_loop(member_loop, mesh) == "vmap":
+        return fn
+    return _OneMemberAtATime(fn, (True, True, True, True), cached_args=(2, 3))
 
 
 def student_feature_shapes(model, sample_shape: tuple) -> list[tuple[int, ...]]:
