@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -95,16 +94,13 @@ def plan_cells(base: DistillConfig, variants: list[str], subset_sizes: list[int]
 
 
 def check_existing(cells: list[dict]) -> None:
-    """Fail before any work if a cell dir holds a run of another configuration."""
+    """Fail before any work if a cell dir holds a run of another configuration (paths aside:
+    a moved or copied sweep folder still matches, `DistillConfig.differs_from_saved`)."""
     for cell in cells:
         path = os.path.join(cell["config"].out_dir, "config.json")
         if not os.path.exists(path):
             continue
-        with open(path) as f:
-            saved = json.load(f)
-        want = json.loads(cell["config"].to_json())
-        changed = sorted(k for k in set(saved) | set(want)
-                         if k not in _NON_SEMANTIC and saved.get(k) != want.get(k))
+        changed = [k for k in cell["config"].differs_from_saved(path) if k not in _NON_SEMANTIC]
         if changed:
             raise ValueError(f"{cell['config'].out_dir} holds a run with another configuration "
                              f"(differs in {changed}); use a new --out or remove that cell")
@@ -157,10 +153,12 @@ def shard_cells(cells: list[dict], shard: tuple[int, int] | None) -> list[dict]:
 
 
 def _write_cell_file(cell: dict) -> None:
+    from ckd_jax.files import write_json
+
     cfg = cell["config"]
-    with open(os.path.join(cfg.out_dir, R.CELL_FILE), "w") as f:
-        json.dump({"variant": cell["variant"], "overrides": cell["overrides"],
-                   "subset_size": cfg.subset_size, "budget": cfg.budget}, f, indent=1)
+    write_json(os.path.join(cfg.out_dir, R.CELL_FILE),
+               {"variant": cell["variant"], "overrides": cell["overrides"],
+                "subset_size": cfg.subset_size, "budget": cfg.budget})
 
 
 def _fmt_acc(v) -> str:
