@@ -74,8 +74,9 @@ def write_atomic(path: str | os.PathLike, write: Callable | bytes | str) -> None
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=folder)
+        _remove_stale_tmp(path)
+        fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.{os.getpid()}.",
+                                   suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, str):
                 f.write(write.encode())
@@ -96,6 +97,31 @@ def write_atomic(path: str | os.PathLike, write: Callable | bytes | str) -> None
         if tmp is not None and os.path.exists(tmp):
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+
+
+def _remove_stale_tmp(path: str) -> None:
+    """Remove the temporary files of `path` that a killed process left (their pid is gone);
+    no reader ever opens them, this only reclaims the space."""
+    folder, base = os.path.split(os.path.abspath(path))
+    prefix = base + "."
+    for name in os.listdir(folder):
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def write_json(path: str | os.PathLike, obj, *, indent: int | None = 1, default=None) -> None:

@@ -166,7 +166,8 @@ def _fmt_acc(v) -> str:
 
 
 def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
-              log=print, shard: tuple[int, int] | None = None) -> list[dict]:
+              log=print, shard: tuple[int, int] | None = None,
+              rebuild_tables: bool = False) -> list[dict]:
     """Run (or skip, or resume) every cell, then rewrite `<out>/results.jsonl`.
 
     `cells` come from `plan_cells` (all sharing one out dir). A cell whose summary.json says
@@ -174,6 +175,8 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     written to results.jsonl (every finished cell under the out dir, this sweep's or not).
     With `shard=(I, N)` only that shard's cells (`shard_cells`) are checked and run, and their
     rows go to `<out>/results.shard-I-of-N.jsonl` instead (results.jsonl is left alone).
+    `rebuild_tables` (`--rebuild-tables`): rebuild damaged or mismatched logit tables (the
+    cost is printed first) instead of stopping at them.
     """
     from ckd_jax.train.distill import run_distillation
 
@@ -201,7 +204,8 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
             f"(seeds {list(cfg.seeds)} x lrs {list(cfg.learning_rates)})")
         t0 = time.time()
         summary = run_distillation(cfg, mesh=mesh, resume=True, teacher_apply=teacher_apply,
-                                   teacher_variables=teacher_variables)
+                                   teacher_variables=teacher_variables,
+                                   rebuild_tables=rebuild_tables)
         summary.pop("_final", None)
         _write_cell_file(cell)
         calls += int(summary.get("teacher_calls_this_run", 0))
@@ -250,6 +254,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shard", metavar="I/N", default=None,
                     help="run only shard I of N (0 <= I < N): cell k of the name-sorted cells "
                          "when k %% N == I; for N machines or a job array")
+    ap.add_argument("--rebuild-tables", action="store_true",
+                    help="rebuild logit tables that are damaged or do not match (B teacher "
+                         "calls each, printed first; without it they are an error)")
     ap.add_argument("--dry-run", action="store_true", help="print the cells and exit")
     ap.add_argument("--list-variants", action="store_true", help="print the variants and exit")
     args = ap.parse_args(argv)
@@ -284,7 +291,8 @@ def main(argv=None) -> int:
 
     from ckd_jax.train.engine import make_mesh
 
-    run_sweep(cells, mesh=make_mesh(args.devices), shard=shard)
+    run_sweep(cells, mesh=make_mesh(args.devices), shard=shard,
+              rebuild_tables=args.rebuild_tables)
     print(f"next: python experiments/report.py {args.out}")
     return 0
 
