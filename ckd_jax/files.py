@@ -166,8 +166,8 @@ def read_json(path: str | os.PathLike, *, what: str = "file", next_step: str = "
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{what} {path} is missing; {next_step}".rstrip("; ")) from e
     except OSError as e:
         raise DamagedFile(f"{what} {path} cannot be read ({e.strerror or e}); {next_step}"
                           .rstrip("; ")) from e
@@ -183,10 +183,13 @@ def read_json(path: str | os.PathLike, *, what: str = "file", next_step: str = "
 
 
 def read_jsonl(path: str | os.PathLike, *, what: str = "file", next_step: str = "",
-               repair: bool = False) -> list[dict]:
-    """The rows of a JSON-lines file. A torn last line (no final newline and not JSON: what a
-    killed append leaves) is dropped, and with `repair` cut off the file, so the file ends at
-    its last whole row; any other bad line raises `DamagedFile` naming the file and line."""
+               appended: bool = False, repair: bool = False) -> list[dict]:
+    """The rows of a JSON-lines file; a bad line raises `DamagedFile` naming the file and line.
+
+    For a file grown by `append_lines` (`appended=True`) a torn last line (no final newline
+    and not JSON: what a killed append leaves) is dropped instead, and with `repair` cut off
+    the file, so it ends at its last whole row. A file written whole (`write_atomic`) cannot
+    be torn, so there a torn line is damage."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
@@ -200,7 +203,7 @@ def read_jsonl(path: str | os.PathLike, *, what: str = "file", next_step: str = 
                 if not isinstance(row, dict):
                     raise ValueError(f"a JSON {type(row).__name__}, not an object")
             except (UnicodeDecodeError, ValueError) as e:
-                if not torn:
+                if not (torn and appended):
                     raise DamagedFile(f"{what} {path} is damaged: line {n} is not a JSON "
                                       f"object ({e}); {next_step}".rstrip("; ")) from e
                 if repair:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,8 +66,10 @@ def _table_budget(subset_size: int | None, budget: int | None) -> int | None:
 def check_table(path: str) -> tuple[str, str]:
     from ckd_jax.logit_table import LogitTable
 
+    size = re.search(r"_S(\d+)_seed\d+\.npz$", os.path.basename(path))
     try:
-        t = LogitTable.load(path)
+        t = LogitTable.load(path, rebuild_calls=_table_budget(int(size.group(1)), None)
+                            if size else None)
     except (DamagedFile, OSError) as e:
         return _DAMAGED, _why(e)
     return _OK, (f"{len(t)} rows, built with {t.meta.get('teacher_calls', '?')} teacher calls, "
@@ -125,7 +128,8 @@ def check_student_run(run_dir: str) -> tuple[str, str]:
     step, damage = _checkpoint_state(os.path.join(run_dir, "checkpoints"), None)
     if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
         try:
-            read_jsonl(os.path.join(run_dir, "metrics.jsonl"), what="metrics file")
+            read_jsonl(os.path.join(run_dir, "metrics.jsonl"), what="metrics file",
+                       appended=True)
         except DamagedFile as e:
             return _DAMAGED, f"{_why(e)}; delete it (the run logs again from its checkpoint)"
     if damage and step is None:

@@ -151,15 +151,19 @@ class DistillConfig:
     def differs_from_saved(self, path: str) -> list[str]:
         """Fields (outside RESULT_INVARIANT_FIELDS and PATH_FIELDS) in which the config.json at
         `path` differs from this config; [] when a run stored there can be resumed or reused
-        as it is, wherever it and its inputs lie now."""
+        as it is, wherever it and its inputs lie now. A missing or damaged file is one line
+        (FileNotFoundError / `ckd_jax.files.DamagedFile`) naming it."""
         from ckd_jax.files import read_json
 
         saved = _without_invariant_fields(read_json(
             path, what="run config", next_step="the run cannot be checked against this "
             "command: use another out_dir, or delete that run folder to run it again"))
         now = self.results_dict()
+        # A field an older config.json lacks had its default then (new fields keep the old
+        # behaviour as their default), so a run saved before it was added still matches.
+        default = DistillConfig().results_dict()
         return sorted(k for k in set(saved) | set(now)
-                      if k not in PATH_FIELDS and saved.get(k) != now.get(k))
+                      if k not in PATH_FIELDS and saved.get(k, default.get(k)) != now.get(k))
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""

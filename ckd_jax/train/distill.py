@@ -406,7 +406,7 @@ class _RunFiles:
         dropped; the epochs after the checkpoint are trained and logged again)."""
         if not os.path.exists(self.metrics_path):
             return
-        rows = read_jsonl(self.metrics_path, what="metrics file",
+        rows = read_jsonl(self.metrics_path, what="metrics file", appended=True,
                           next_step="delete it to log the run again from its checkpoint")
         keep = [r for r in rows if r.get("epoch", 0) <= epoch]
         write_atomic(self.metrics_path, "".join(json.dumps(r, default=_json_default) + "\n"
