@@ -120,3 +120,28 @@ def make_quickstart_folder(out, tables_from=None, finished: bool = True) -> None
             f.write(cfg.to_json())
         with open(os.path.join(cfg.out_dir, "summary.json"), "w") as f:
             json.dump(finished_summary(cfg), f)
+
+
+def table_build_args(on_batch=None) -> dict:
+    """Arguments of `build_or_load_logit_table` for a 6-row table of a TinyCNN teacher, in
+    batches of 3; `on_batch(n)` runs (on the host) as each teacher batch executes."""
+    import jax
+
+    from ckd_jax.data.specs import DatasetSpec
+    from ckd_jax.models import create_model
+
+    model = create_model("tiny_cnn", 10, width=4)
+    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1), np.float32),
+                           train=False)
+
+    def apply(v, x, train=False):
+        if on_batch is not None:
+            jax.debug.callback(on_batch, x.shape[0])
+        return model.apply(v, x, train=train)
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 1), dtype=np.uint8)
+    return dict(teacher_apply=apply, teacher_variables=variables, teacher_name="tiny_cnn",
+                dataset_name="toy", images=images, indices=np.array([9, 1, 4, 0, 7, 2]),
+                key=jax.random.PRNGKey(3), spec=DatasetSpec(mean=(0.5,), std=(0.25,),
+                                                            crop_size=8, padding=1, flip=True),
+                seed=1, batch_size=3)

@@ -318,10 +318,11 @@ def test_every_checkpoint_damaged_is_one_line(tmp_path):
     ck.close()
 
 
-def _teacher_dir(folder, steps=(1, 2)):
+def _teacher_dir(folder, steps=(1, 2), width=4):
+    """A teacher run's checkpoints folder (step 1 best, step 2 latest), made without training."""
     from ckd_jax.models import create_model
 
-    model = create_model("tiny_cnn", 10, width=4)
+    model = create_model("tiny_cnn", 10, width=width)
     variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1), np.float32),
                            train=False)
     with Checkpointer(folder / "checkpoints", best_metric="test_acc") as ck:
@@ -329,7 +330,7 @@ def _teacher_dir(folder, steps=(1, 2)):
             ck.save(step, {"params": variables["params"],
                            "batch_stats": variables.get("batch_stats", {})},
                     {"test_acc": 0.5 - 0.1 * step},
-                    extra={"config": {"model": "tiny_cnn", "model_kwargs": {"width": 4}},
+                    extra={"config": {"model": "tiny_cnn", "model_kwargs": {"width": width}},
                            "num_classes": 10, "image_shape": [8, 8, 1]})
     return variables
 
