@@ -126,6 +126,7 @@ def _to_json_metrics(metrics: dict | None) -> dict | None:
 
 
 _DELETING_PREFIX = ".deleting-"
+_DAMAGED_PREFIX = ".damaged-"
 
 
 class Checkpointer:
@@ -294,6 +295,7 @@ class Checkpointer:
         if extra is not None:
             items[_EXTRA] = ocp.args.JsonSave(extra)
         step_dir = os.path.join(self.directory, str(step))
+        self._set_aside_if_damaged(step)
         try:
             saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
                                        force=True)
@@ -309,6 +311,21 @@ class Checkpointer:
         if saved:
             self._prune()
         return bool(saved)
+
+    def _set_aside_if_damaged(self, step: int) -> None:
+        """A damaged step in the way of a new save of that step (a run resumed from an older
+        one reached it again) is renamed `.damaged-<step>-<pid>`, kept for inspection."""
+        if step not in self._manager.all_steps():
+            return
+        try:
+            self.check_step(step)
+            return  # intact: orbax refuses the duplicate as before
+        except DamagedFile as e:
+            why = str(e)
+        dst = os.path.join(self.directory, f"{_DAMAGED_PREFIX}{step}-{os.getpid()}")
+        os.rename(os.path.join(self.directory, str(step)), dst)
+        self._manager.reload()
+        note(f"{why}; set aside as {dst} (delete it when no longer needed)")
 
     # ----------------------------------------------------------------------------- restore
     def check_step(self, step: int) -> None:

@@ -467,3 +467,16 @@ def test_check_runs_lists_states_and_costs(qs, capsys):
     assert "damaged" in lines[str(table)] and "200 teacher calls" in lines[str(table)]
     assert "interrupted" in out and out.splitlines()[-1].endswith("2 damaged")
     assert snapshot(qs) == before  # reads only
+
+
+def test_resumed_run_saves_over_a_damaged_newer_step(tmp_path, capsys):
+    """Resumed from step 1 because step 2 is damaged, the run reaches step 2 again: the
+    damaged step is set aside (kept, renamed) and the new one saved."""
+    ck = _two_steps(tmp_path / "ck")
+    damage(_data_file(tmp_path / "ck" / "2"), "flip")
+    assert ck.restore_latest()[0] == 1
+    ck.save(2, {"w": np.full(500, 7, np.float32)}, extra={"step": 2})
+    assert "set aside as" in capsys.readouterr().err
+    assert ck.restore_latest()[0] == 2 and ck.all_steps() == [1, 2]
+    assert [n for n in os.listdir(tmp_path / "ck") if n.startswith(".damaged-2-")]
+    ck.close()
