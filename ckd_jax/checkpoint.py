@@ -15,6 +15,13 @@ means strictly better, as in the paper's early-stopping protocol); NaN metrics n
 Saves are atomic (orbax writes into a temporary directory and renames it when complete) and
 synchronous: when `save` returns, the checkpoint is committed on disk.
 
+Damage: every step directory written here also holds `ckd_sha256.json` (size and sha256 of each
+of its files), checked before a restore, so truncated or changed bytes are found before orbax
+reads them. `restore_latest` (and `latest_intact_step`) fall back to the newest intact older step
+with one line saying so; when none is intact, or a named step is damaged, the error is one line
+(`ckd_jax.files.DamagedFile`) naming the step directory. A failed save (disk full, permission)
+is `ckd_jax.files.WriteFailed` and leaves the earlier steps as they were.
+
 PRNG keys: new-style typed keys (`jax.random.key`) are stored as their raw `uint32` key data
 (`jax.random.key_data`) and re-wrapped on restore when the template holds a typed key at that
 position; legacy `uint32[2]` keys round-trip unchanged.
@@ -22,6 +29,8 @@ position; legacy `uint32[2]` keys round-trip unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -31,10 +40,36 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ckd_jax.files import DamagedFile, note, write_atomic, write_failed
+
 __all__ = ["Checkpointer"]
 
 _STATE = "state"
 _EXTRA = "extra"
+_MANIFEST = "ckd_sha256.json"
+
+
+def _step_files(step_dir: str) -> dict[str, dict]:
+    """{relative path: {size, sha256}} of every file in a step directory but the manifest."""
+    out = {}
+    for root, dirs, files in os.walk(step_dir):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, step_dir)
+            if rel == _MANIFEST:
+                continue
+            h = hashlib.sha256()
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[rel] = {"size": os.path.getsize(full), "sha256": h.hexdigest()}
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _is_typed_key(x: Any) -> bool:
@@ -91,6 +126,7 @@ def _to_json_metrics(metrics: dict | None) -> dict | None:
 
 
 _DELETING_PREFIX = ".deleting-"
+_DAMAGED_PREFIX = ".damaged-"
 
 
 class Checkpointer:
@@ -212,8 +248,12 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def metrics(self, step: int) -> dict | None:
-        """The metrics dict saved with `step` (None if it was saved without metrics)."""
-        return self._manager.metrics(step)
+        """The metrics dict saved with `step` (None if it was saved without metrics, or if
+        they cannot be read: a damaged step never counts as best)."""
+        try:
+            return self._manager.metrics(step)
+        except Exception:  # damaged metrics item; check_step reports the step itself
+            return None
 
     def best_step(self) -> int | None:
         """The step with the best `best_metric` (earliest among ties), or None."""
@@ -254,28 +294,90 @@ class Checkpointer:
         items = {_STATE: ocp.args.StandardSave(_keys_to_data(state))}
         if extra is not None:
             items[_EXTRA] = ocp.args.JsonSave(extra)
-        saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
-                                   force=True)
+        step_dir = os.path.join(self.directory, str(step))
+        self._set_aside_if_damaged(step)
+        try:
+            saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                                       force=True)
+            if saved:
+                write_atomic(os.path.join(step_dir, _MANIFEST),
+                             json.dumps(_step_files(step_dir), sort_keys=True))
+        except OSError as e:
+            if saved_partly := os.path.isdir(step_dir):
+                # a step without its manifest would look intact to older readers: take it out
+                shutil.rmtree(step_dir, ignore_errors=True)
+                self._manager.reload()
+            raise write_failed(step_dir if saved_partly else self.directory, e) from e
         if saved:
             self._prune()
         return bool(saved)
 
+    def _set_aside_if_damaged(self, step: int) -> None:
+        """A damaged step in the way of a new save of that step (a run resumed from an older
+        one reached it again) is renamed `.damaged-<step>-<pid>`, kept for inspection."""
+        if step not in self._manager.all_steps():
+            return
+        try:
+            self.check_step(step)
+            return  # intact: orbax refuses the duplicate as before
+        except DamagedFile as e:
+            why = str(e)
+        dst = os.path.join(self.directory, f"{_DAMAGED_PREFIX}{step}-{os.getpid()}")
+        os.rename(os.path.join(self.directory, str(step)), dst)
+        self._manager.reload()
+        note(f"{why}; set aside as {dst} (delete it when no longer needed)")
+
     # ----------------------------------------------------------------------------- restore
+    def check_step(self, step: int) -> None:
+        """Raise `DamagedFile` (one line) when a file of step `step` is missing, truncated or
+        changed against the manifest written with it (steps saved before manifests existed
+        pass unchecked)."""
+        step_dir = os.path.join(self.directory, str(step))
+        path = os.path.join(step_dir, _MANIFEST)
+        if not os.path.exists(path):
+            return
+        try:
+            with open(path) as f:
+                want = json.load(f)
+        except (OSError, ValueError) as e:
+            raise DamagedFile(f"checkpoint {step_dir} is damaged: its {_MANIFEST} cannot be "
+                              f"read ({_one_line(e)})") from e
+        have = _step_files(step_dir)
+        for rel, info in sorted(want.items()):
+            got = have.get(rel)
+            if got is None:
+                raise DamagedFile(f"checkpoint {step_dir} is damaged: {rel} is missing")
+            if got["size"] != info["size"]:
+                raise DamagedFile(f"checkpoint {step_dir} is damaged: {rel} has {got['size']} "
+                                  f"bytes, {info['size']} were written (truncated?)")
+            if got["sha256"] != info["sha256"]:
+                raise DamagedFile(f"checkpoint {step_dir} is damaged: the bytes of {rel} "
+                                  "changed since it was written")
+
     def restore(self, step: int, template: Any = None) -> Any:
         """Restore the state saved at `step`.
 
         `template` (a pytree like the saved state: concrete arrays or `jax.ShapeDtypeStruct`)
         fixes structure, dtypes and shardings (typed PRNG keys are re-wrapped). Without it the
         saved tree comes back as nested dicts/lists of arrays, keys as raw uint32 data.
+        A damaged step is `DamagedFile` (one line naming its directory), never orbax's trace.
         """
         if step not in self._manager.all_steps():
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
                                     f"available: {self.all_steps()}")
+        self.check_step(step)
         if template is None:
             args = ocp.args.StandardRestore()
         else:
             args = ocp.args.StandardRestore(_abstract(template))
-        out = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: args}))
+        try:
+            out = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: args}))
+        except Exception as e:  # orbax / TensorStore errors on damaged data, of many types
+            if template is not None and os.path.exists(os.path.join(
+                    self.directory, str(step), _MANIFEST)) and isinstance(e, ValueError):
+                raise  # an intact step that does not fit the template: the caller's error
+            raise DamagedFile(f"checkpoint {os.path.join(self.directory, str(step))} is "
+                              f"damaged: it cannot be read ({_one_line(e)})") from e
         state = out[_STATE]
         return state if template is None else _rewrap_keys(template, state)
 
@@ -283,14 +385,59 @@ class Checkpointer:
         """The JSON `extra` dict saved with `step` (None if none was saved)."""
         if not os.path.isdir(os.path.join(self.directory, str(step), _EXTRA)):
             return None
-        out = self._manager.restore(step, args=ocp.args.Composite(
-            **{_EXTRA: ocp.args.JsonRestore()}))
+        try:
+            out = self._manager.restore(step, args=ocp.args.Composite(
+                **{_EXTRA: ocp.args.JsonRestore()}))
+        except Exception as e:
+            raise DamagedFile(f"checkpoint {os.path.join(self.directory, str(step))} is "
+                              f"damaged: its extra item cannot be read ({_one_line(e)})") from e
         return out[_EXTRA]
 
+    def latest_intact_step(self) -> int | None:
+        """The newest step that passes `check_step` and whose extra item reads; an older one
+        is used with one line saying so. None when there is no step; `DamagedFile` when every
+        step is damaged."""
+        steps = self.all_steps()
+        if not steps:
+            return None
+        errors = []
+        for step in reversed(steps):
+            try:
+                self.check_step(step)
+                self.extra(step)
+            except DamagedFile as e:
+                errors.append(str(e))
+                continue
+            if errors:
+                note(f"{errors[0]}; using the older intact step {step} instead (its epochs "
+                     "after that are run again)")
+            return step
+        raise self._all_damaged(errors)
+
+    def _all_damaged(self, errors: list[str]) -> DamagedFile:
+        return DamagedFile(f"no intact checkpoint in {self.directory} ({errors[0]}"
+                           f"{f'; and {len(errors) - 1} older' if len(errors) > 1 else ''}); "
+                           f"delete {self.directory} to start that run from the beginning "
+                           "(cached logit tables are kept: no teacher call)")
+
     def restore_latest(self, template: Any = None) -> tuple[int, Any] | None:
-        """(step, state) of the most recent checkpoint, or None when there is none."""
-        step = self.latest_step()
-        return None if step is None else (step, self.restore(step, template))
+        """(step, state) of the most recent intact checkpoint, or None when there is none; a
+        damaged newest step falls back to an older intact one, saying so in one line."""
+        steps = self.all_steps()
+        errors = []
+        for step in reversed(steps):
+            try:
+                state = self.restore(step, template)
+            except DamagedFile as e:
+                errors.append(str(e))
+                continue
+            if errors:
+                note(f"{errors[0]}; using the older intact step {step} instead (its epochs "
+                     "after that are run again)")
+            return step, state
+        if errors:
+            raise self._all_damaged(errors)
+        return None
 
     def restore_best(self, template: Any = None) -> tuple[int, Any] | None:
         """(step, state) of the best checkpoint by `best_metric`, or None when there is none."""

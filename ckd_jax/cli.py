@@ -5,7 +5,9 @@ argparse's `parser.error`), while a real crash keeps its traceback.
     if __name__ == "__main__":
         sys.exit(run_command(main))
 
-What counts as a bad configuration or input: a `ValueError` or `OSError` of the file kind
+What counts as a bad configuration or input: a `ValueError` (a damaged file is one,
+`ckd_jax.files.DamagedFile`), a failed write (`ckd_jax.files.WriteFailed`: disk full,
+permission) or an `OSError` of the file kind
 (`FileNotFoundError`, `FileExistsError`, `IsADirectoryError`, `NotADirectoryError`) raised by
 this project's own code (the library's validation or the command itself: the innermost frame of
 the traceback is in `ckd_jax/` or in the command's folder), or `SystemExit` with a message. The
@@ -20,8 +22,10 @@ import os
 import sys
 from collections.abc import Callable
 
+from ckd_jax.files import WriteFailed
+
 USAGE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
-                NotADirectoryError)
+                NotADirectoryError, WriteFailed)
 TRACEBACK_ENV = "CKD_JAX_TRACEBACK"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 

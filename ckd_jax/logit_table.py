@@ -5,11 +5,14 @@ on one view per image (as in the paper: one random crop+flip view, fixed for the
 clean view), and `build_or_load_logit_table` saves the result so a rerun makes no teacher call.
 Every call is charged to a `TeacherCallCounter` that refuses to exceed the budget.
 
-File format (`LogitTable.save`): one .npz, written atomically (temporary file + os.replace), with
+File format (`LogitTable.save`): one .npz, written atomically (`ckd_jax.files.write_atomic`), with
   logits       float32 [B, C], or uint16 [B, C] holding bfloat16 bits (meta logits_dtype says);
   indices      int64 [B], dataset indices of the rows (row r labels training image indices[r]);
   meta_json    0-d unicode string, JSON of the meta dict (dataset, split, teacher_name,
-               teacher_hash, view, seed, num_classes, teacher_calls, created, format_version).
+               teacher_hash, view, seed, num_classes, teacher_calls (the calls that built it),
+               created, format_version; from format 2: images_hash, the sha256 of the
+               labelled images, view_hash, of the view's parameters, and content_sha256, of
+               the stored arrays, checked on every load).
   feature_<i>  (only in tables built for white-box methods) the teacher's feature i of
                `model.apply(..., return_features=True)` on the *same* view as the logits,
                float32, or uint16 holding bfloat16 bits (meta features_dtype says); [B, ...].
@@ -24,7 +27,8 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,9 +38,13 @@ import numpy as np
 
 from ckd_jax.data.augment import center_crop, normalize, random_crop_flip
 from ckd_jax.data.specs import DatasetSpec
+from ckd_jax.files import DamagedFile, hash_arrays, note, read_json, write_atomic, write_json
 
-FORMAT_VERSION = 1
+# 2: images_hash, view_hash and content_sha256 in the meta (format 1 tables still load; their
+# images cannot be checked, which `check_matches` says in one line).
+FORMAT_VERSION = 2
 VIEWS = ("augmented", "clean")
+REBUILD_FLAG = "--rebuild-tables"
 
 
 class TeacherBudgetExceeded(RuntimeError):
@@ -243,6 +251,30 @@ def variables_hash(variables) -> str:
     return h.hexdigest()
 
 
+def images_hash(images_u8: np.ndarray) -> str:
+    """Content hash of the teacher-labelled images in table row order (what the table is of)."""
+    return hash_arrays(np.asarray(images_u8))
+
+
+def view_hash(spec: DatasetSpec, view: str) -> str:
+    """Hash of the view's parameters: the same images under another crop, padding, flip or
+    normalisation give other teacher outputs."""
+    return hash_arrays(extra={"view": view, "crop_size": spec.crop_size,
+                              "padding": spec.padding, "flip": bool(spec.flip),
+                              "mean": [float(v) for v in spec.mean],
+                              "std": [float(v) for v in spec.std],
+                              "eval_crop": spec.eval_crop})
+
+
+def rebuild_cost(path, calls: int | None) -> str:
+    """The safe next step for an unusable table: the words every such error ends with."""
+    cost = f"{calls} teacher calls" if calls is not None else "one teacher call per row"
+    return (f"deleting {os.fspath(path)} is safe (it is a cache of teacher outputs); the next "
+            f"run rebuilds it at a cost of {cost}, or pass {REBUILD_FLAG} to rebuild it now")
+
+
+def _content_hash(arrays: dict) -> str:
+    return hash_arrays(*(arrays[k] for k in sorted(arrays)), extra=sorted(arrays))
 
 
 @dataclass
@@ -321,55 +353,72 @@ class LogitTable:
             meta["features_dtype"] = "bfloat16" if bf16 else "float32"
             arrays = {f"feature_{i}": (f.view(np.uint16) if bf16 else f)
                       for i, f in self.features.items()}
+        arrays = {"logits": stored, "indices": self.indices, **arrays}
+        meta["content_sha256"] = _content_hash(arrays)
         meta_json = json.dumps(meta, sort_keys=True)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, logits=stored, indices=self.indices, meta_json=np.asarray(meta_json),
-                         **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_atomic(path, lambda f: np.savez(f, meta_json=np.asarray(meta_json), **arrays))
 
     @classmethod
-    def load(cls, path) -> LogitTable:
-        """Read a table written by `save`."""
+    def load(cls, path, *, rebuild_calls: int | None = None) -> LogitTable:
+        """Read a table written by `save`. A missing file is FileNotFoundError; a damaged one
+        (truncated, bytes changed, not a table, a newer format) is `DamagedFile`, one line
+        naming the file and what rebuilding it costs (`rebuild_calls` teacher calls)."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no logit table at {path!r}")
+        try:
+            return cls._load(path)
+        except DamagedFile as e:
+            raise DamagedFile(f"logit table {path} {e}; {rebuild_cost(path, rebuild_calls)}"
+                              ) from e
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            why = " ".join(str(e).split()) or type(e).__name__
+            raise DamagedFile(f"logit table {path} is damaged (cannot be read: {why}); "
+                              f"{rebuild_cost(path, rebuild_calls)}") from e
+
+    @classmethod
+    def _load(cls, path: str) -> LogitTable:
+        if os.path.getsize(path) == 0:
+            raise DamagedFile("is empty")
         with np.load(path, allow_pickle=False) as z:
             need = {"logits", "indices", "meta_json"}
             if not need <= set(z.files):
-                raise ValueError(f"{path!r} is not a logit table: has {sorted(z.files)}, "
-                                 f"expected {sorted(need)}")
+                raise DamagedFile(f"is not a logit table: has {sorted(z.files)}, expected "
+                                  f"{sorted(need)}")
             meta = json.loads(str(z["meta_json"]))
-            logits, indices = z["logits"], z["indices"]
-            features = {int(name[len("feature_"):]): z[name] for name in z.files
-                        if name.startswith("feature_")}
+            arrays = {name: z[name] for name in z.files if name != "meta_json"}
+        if not isinstance(meta, dict):
+            raise DamagedFile("is damaged: its meta_json is not an object")
+        version = meta.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise DamagedFile(f"was written by a newer ckd_jax (table format {version!r}, this "
+                              f"code reads up to {FORMAT_VERSION}); use that version")
+        want = meta.pop("content_sha256", None)
+        if want is not None and want != _content_hash(arrays):
+            raise DamagedFile("is damaged: its arrays do not match their recorded sha256 "
+                              "(bytes changed on disk)")
+        logits, indices = arrays["logits"], arrays["indices"]
+        features = {int(name[len("feature_"):]): a for name, a in arrays.items()
+                    if name.startswith("feature_")}
         dtype = meta.pop("logits_dtype", "float32")
         if dtype == "bfloat16":
             logits = logits.view(jnp.bfloat16)
         elif dtype != "float32":
-            raise ValueError(f"{path!r}: unknown logits_dtype {dtype!r}")
+            raise DamagedFile(f"has an unknown logits_dtype {dtype!r}")
         fdtype = meta.pop("features_dtype", "float32")
         if fdtype == "bfloat16":
             features = {i: f.view(jnp.bfloat16) for i, f in features.items()}
         elif fdtype != "float32":
-            raise ValueError(f"{path!r}: unknown features_dtype {fdtype!r}")
+            raise DamagedFile(f"has an unknown features_dtype {fdtype!r}")
         return cls(logits, indices, meta, features)
 
     def check_matches(self, *, dataset: str, indices, teacher_name: str, teacher_hash: str,
-                      view: str | None = None, feature_layers: Sequence[int] = ()) -> None:
+                      view: str | None = None, feature_layers: Sequence[int] = (),
+                      images_hash: str | None = None, view_hash: str | None = None) -> None:
         """Raise ValueError naming the first field in which this table differs from what the
-        run expects (dataset name, row indices, teacher name, teacher weights hash, view, and
-        the teacher feature layers a white-box method needs)."""
+        run expects (dataset name, row indices, teacher name, teacher weights hash, view, the
+        teacher feature layers a white-box method needs, and, for tables that record them, the
+        content hash of the images and of the view's parameters)."""
         for fieldname, want in (("dataset", dataset), ("teacher_name", teacher_name),
                                 ("teacher_hash", teacher_hash), ("view", view)):
             if want is None:
@@ -396,6 +445,33 @@ class LogitTable:
                 f"{list(self.feature_layers) or 'none (a plain logit table)'}; features can "
                 f"only be cached in the same teacher call as the logits, so build a new table: "
                 f"use a fresh logit_table_dir (this costs one teacher call per row again)")
+        for fieldname, want, what in (
+                ("images_hash", images_hash, "the images it was computed on differ from this "
+                 "run's (same dataset name and indices, other image content)"),
+                ("view_hash", view_hash, "it was computed under other view parameters (crop, "
+                 "padding, flip, mean or std)")):
+            if want is None:
+                continue
+            have = self.meta.get(fieldname)
+            if have is None:
+                note(f"logit table ({self.meta.get('dataset')}, seed {self.meta.get('seed')}) "
+                     f"predates {fieldname} (table format {self.meta.get('format_version', 1)}"
+                     f"): its {'images' if fieldname == 'images_hash' else 'view'} cannot be "
+                     "checked")
+            elif have != want:
+                raise ValueError(f"logit table {fieldname.split('_')[0]} mismatch: {what}")
+
+
+def load_matching_table(path, *, rebuild_calls: int, **expect) -> LogitTable:
+    """`LogitTable.load(path)` and `check_matches(**expect)`, every failure one line naming
+    the file, what is wrong and the teacher calls rebuilding would cost."""
+    table = LogitTable.load(path, rebuild_calls=rebuild_calls)
+    try:
+        table.check_matches(**expect)
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(path)}: {e}; this run cannot use it: use another "
+                         f"logit_table_dir, or {rebuild_cost(path, rebuild_calls)}") from e
+    return table
 
 
 def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variables,
@@ -404,7 +480,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
                               view: str = "augmented", seed: int, batch_size: int = 512,
                               split: str = "train", logits_dtype=np.float32,
                               feature_layers: Sequence[int] = (),
-                              features_dtype=np.float32) -> tuple[LogitTable, int]:
+                              features_dtype=np.float32,
+                              rebuild: bool = False) -> tuple[LogitTable, int]:
     """Load the logit table at `path` if it exists (checking that it matches; 0 teacher calls),
     else run `teacher_pass` on `images[indices]` under a budget of len(indices) and save it.
 
@@ -422,6 +499,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
       feature_layers: teacher feature layers to cache with the logits (white-box methods), taken
         from the same teacher call (`teacher_pass_features`); a loaded table must hold them.
       features_dtype: np.float32 or jnp.bfloat16 for the stored features.
+      rebuild: build the table even if a file exists (the user asked: `--rebuild-tables`);
+        the cost is printed first, and the old file stays until the new one is written.
 
     Returns:
       (table, teacher_calls_made): 0 calls when loaded, B when built.
@@ -444,13 +523,17 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
     fdtype = _features_dtype_name(features_dtype)
     teacher_hash = variables_hash(teacher_variables)
     path = os.fspath(path)
+    labelled = images[indices]
+    expect = dict(dataset=dataset_name, indices=indices, teacher_name=teacher_name,
+                  teacher_hash=teacher_hash, view=view, feature_layers=layers,
+                  images_hash=images_hash(labelled), view_hash=view_hash(spec, view))
+    if os.path.exists(path) and not rebuild:
+        return load_matching_table(path, rebuild_calls=len(indices), **expect), 0
     if os.path.exists(path):
-        table = LogitTable.load(path)
-        table.check_matches(dataset=dataset_name, indices=indices, teacher_name=teacher_name,
-                            teacher_hash=teacher_hash, view=view, feature_layers=layers)
-        return table, 0
+        note(f"rebuilding logit table {path} ({REBUILD_FLAG}): {len(indices)} teacher calls")
+    announce_teacher_pass(path, len(indices))
     counter = TeacherCallCounter(len(indices))
-    logits, features = _teacher_pass(teacher_apply, teacher_variables, images[indices], key=key,
+    logits, features = _teacher_pass(teacher_apply, teacher_variables, labelled, key=key,
                                      spec=spec, view=view, batch_size=batch_size,
                                      counter=counter, feature_layers=layers,
                                      features_dtype=fdtype)
@@ -459,10 +542,40 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
         "teacher_hash": teacher_hash, "view": view, "seed": int(seed),
         "num_classes": int(logits.shape[1]), "teacher_calls": counter.calls,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION, "images_hash": expect["images_hash"],
+        "view_hash": expect["view_hash"],
     }
     if layers:
         meta["feature_layers"] = list(layers)
     table = LogitTable(logits.astype(logits_dtype), indices, meta, features)
     table.save(path)
+    _remove_marker(path)
     return table, counter.calls
+
+
+# A marker beside a table being built: the teacher pass is under way (or was killed). A rerun
+# that finds it says that the calls of the lost pass are spent again, never silently.
+_MARKER = "{}.building.json"
+
+
+def announce_teacher_pass(path, calls: int) -> None:
+    """Write the in-flight marker of `path` (noting a pass an earlier process lost)."""
+    marker = _MARKER.format(os.fspath(path))
+    if os.path.exists(marker):
+        try:
+            lost = read_json(marker).get("teacher_calls", "?")
+        except (DamagedFile, OSError):
+            lost = "?"
+        note(f"an earlier run spent {lost} teacher calls on {os.fspath(path)} but stopped "
+             f"before saving it; building it again costs {calls} more teacher calls")
+    write_json(marker, {"table": os.path.basename(os.fspath(path)), "teacher_calls": calls,
+                        "pid": os.getpid(),
+                        "started": datetime.datetime.now(datetime.UTC).isoformat(
+                            timespec="seconds")})
+
+
+def _remove_marker(path) -> None:
+    try:
+        os.remove(_MARKER.format(os.fspath(path)))
+    except FileNotFoundError:
+        pass

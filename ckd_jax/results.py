@@ -30,6 +30,8 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 
+from ckd_jax import files
+
 CELL_FILE = "cell.json"
 RESULTS_FILE = "results.jsonl"
 # The rows of one shard of a sharded sweep (`sweep.py --shard I/N`): each shard writes its own.
@@ -64,17 +66,34 @@ def rows_from_summary(summary: dict, variant: str, cell: str,
     return rows
 
 
+# The safe next step for a damaged cell file: the cell's checkpoints and logit tables are
+# intact, so the sweep retrains or re-tests it without any teacher call.
+_CELL_NEXT_STEP = ("delete it and rerun the sweep command: the cell resumes from its checkpoint "
+                   "(no teacher call: its logit tables are kept)")
+
+
+def read_summary(cell_dir: str) -> dict:
+    """A run's summary.json; `DamagedFile` (one line, with the next step) when damaged."""
+    summary = files.read_json(os.path.join(cell_dir, "summary.json"), what="run summary",
+                              next_step=_CELL_NEXT_STEP)
+    if not isinstance(summary.get("members"), list):
+        raise files.DamagedFile(f"run summary {os.path.join(cell_dir, 'summary.json')} is "
+                                f"damaged: it has no members list; {_CELL_NEXT_STEP}")
+    return summary
+
+
 def read_cell(cell_dir: str) -> tuple[dict, dict] | None:
-    """(cell.json, summary.json) of a cell directory, or None if either is missing."""
+    """(cell.json, summary.json) of a cell directory, or None if either is missing; a damaged
+    one is `DamagedFile` (one line naming it and the next step)."""
     cell_path = os.path.join(cell_dir, CELL_FILE)
     summary_path = os.path.join(cell_dir, "summary.json")
     if not (os.path.exists(cell_path) and os.path.exists(summary_path)):
         return None
-    with open(cell_path) as f:
-        cell = json.load(f)
-    with open(summary_path) as f:
-        summary = json.load(f)
-    return cell, summary
+    cell = files.read_json(cell_path, what="sweep cell file", next_step=_CELL_NEXT_STEP)
+    if not isinstance(cell.get("variant"), str):
+        raise files.DamagedFile(f"sweep cell file {cell_path} is damaged: no variant name; "
+                                f"{_CELL_NEXT_STEP}")
+    return cell, read_summary(cell_dir)
 
 
 def cell_finished(cell_dir: str) -> bool:
@@ -82,8 +101,7 @@ def cell_finished(cell_dir: str) -> bool:
     path = os.path.join(cell_dir, "summary.json")
     if not os.path.exists(path):
         return False
-    with open(path) as f:
-        return bool(json.load(f).get("finished", False))
+    return bool(read_summary(cell_dir).get("finished", False))
 
 
 def collect_rows(sweep_dir: str, finished_only: bool = True,
@@ -109,11 +127,7 @@ def collect_rows(sweep_dir: str, finished_only: bool = True,
 
 def write_jsonl(rows: Iterable[dict], path: str) -> None:
     """Write rows as JSON lines, atomically (a reader never sees half a file)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    files.write_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def read_results(path: str) -> list[dict]:
@@ -136,17 +150,9 @@ def read_results(path: str) -> list[dict]:
         path = file
     if not os.path.exists(path):
         raise FileNotFoundError(f"results file {path} does not exist")
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n} is not a JSON line: {e}") from e
-    return rows
+    return files.read_jsonl(path, what="results file", next_step=(
+        "rewrite it from the cells' summaries by rerunning the sweep command (finished cells "
+        "are skipped, no teacher call), or pass the sweep directory instead"))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

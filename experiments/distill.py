@@ -29,6 +29,9 @@ def main(argv=None) -> int:
                     help="override a config field (repeatable)")
     ap.add_argument("--out", help="output directory (overrides out_dir)")
     ap.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    ap.add_argument("--rebuild-tables", action="store_true",
+                    help="rebuild logit tables that are damaged or do not match the run (B "
+                         "teacher calls each, printed first; without it they are an error)")
     ap.add_argument("--devices", type=int, default=None,
                     help="number of local devices for data parallelism (default: all)")
     args = ap.parse_args(argv)
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
     from ckd_jax.train.engine import make_mesh
 
     summary = run_distillation(config, mesh=make_mesh(args.devices),
-                               resume=not args.no_resume)
+                               resume=not args.no_resume, rebuild_tables=args.rebuild_tables)
     summary.pop("_final", None)
     print(f"\n{summary['method']} | {summary['dataset']} | {summary['teacher']} -> "
           f"{summary['student']} | budget {summary['budget']} teacher calls per seed")

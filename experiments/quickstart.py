@@ -14,13 +14,14 @@
 `--variants` picks other named variants (ckd_jax.train.methods.VARIANTS), e.g.
 `--variants ce,kd,ckd,ckd_cal,ckd_anchor` adds CKD with the in-training offset anchor.
 
-A rerun reuses the teacher, the logit tables and finished runs (0 teacher calls).
+A rerun reuses the teacher, the logit tables and finished runs (0 teacher calls), also in a
+folder moved or copied elsewhere; a killed run resumes. A damaged logit table is an error naming
+the file and its rebuild cost; `--rebuild-tables` rebuilds it (the cost is printed first).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -48,8 +49,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated named variants (default: %(default)s)")
+    ap.add_argument("--rebuild-tables", action="store_true",
+                    help="rebuild logit tables that are damaged or do not match (costs B "
+                         "teacher calls per table, printed first)")
     args = ap.parse_args(argv)
 
+    from ckd_jax.files import DamagedFile, read_json
+    from ckd_jax.results import read_summary
     from ckd_jax.train.config import load_config_file
     from ckd_jax.train.distill import run_distillation
     from ckd_jax.train.methods import variant_overrides
@@ -70,8 +76,12 @@ def main(argv=None) -> int:
     teacher_dir = os.path.join(args.out, "teacher")
     teacher_summary = os.path.join(teacher_dir, "teacher.json")
     if os.path.exists(teacher_summary):
-        with open(teacher_summary) as f:
-            teacher_acc = json.load(f)["test_acc"]
+        teacher_acc = read_json(teacher_summary, what="teacher summary", next_step=(
+            f"delete it and rerun: the teacher is tested again from {teacher_dir}/checkpoints "
+            "(no training, no teacher call on the tables)")).get("test_acc")
+        if not isinstance(teacher_acc, (int, float)):
+            raise DamagedFile(f"teacher summary {teacher_summary} is damaged: no test_acc; "
+                              "delete it and rerun")
         print(f"[1/2] teacher: reusing {teacher_dir} (test top-1 {100 * teacher_acc:.2f}%)")
     else:
         print(f"[1/2] teacher: training {base.teacher} on digits for {args.teacher_epochs} "
@@ -79,7 +89,7 @@ def main(argv=None) -> int:
         result = train_teacher(TeacherConfig(
             dataset="digits", model=base.teacher, model_kwargs=dict(base.teacher_kwargs),
             out=teacher_dir, recipe="paper", epochs=args.teacher_epochs, batch_size=64, lr=0.05,
-            schedule="cosine", progress=not args.quiet))
+            schedule="cosine", progress=not args.quiet, resume=True))  # a killed run goes on
         teacher_acc = result.test_acc
         print(f"      teacher test top-1 {100 * teacher_acc:.2f}%")
 
@@ -90,10 +100,7 @@ def main(argv=None) -> int:
                            logit_table_dir=os.path.join(args.out, "logit_tables"),
                            out_dir=os.path.join(args.out, variant))
         done = os.path.join(cfg.out_dir, "summary.json")
-        summary = None
-        if os.path.exists(done):
-            with open(done) as f:
-                summary = json.load(f)
+        summary = read_summary(cfg.out_dir) if os.path.exists(done) else None
         if summary is not None and summary.get("finished"):
             if cfg.differs_from_saved(os.path.join(cfg.out_dir, "config.json")):
                 raise SystemExit(f"{cfg.out_dir} holds a finished run with other settings; "
@@ -101,7 +108,7 @@ def main(argv=None) -> int:
             calls = 0  # reused as it is: no teacher call, no training
             print(f"      reusing {cfg.out_dir}")
         else:
-            summary = run_distillation(cfg)
+            summary = run_distillation(cfg, rebuild_tables=args.rebuild_tables)
             calls = summary["teacher_calls_this_run"]
         accs = np.array([m["test_top1_at_best_val"] for m in summary["members"]]) * 100
         teacher_calls = summary["members"][0]["teacher_calls"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ckd_jax import results as R  # noqa: E402
+from ckd_jax.files import write_atomic  # noqa: E402
 from ckd_jax.train.methods import VARIANTS  # noqa: E402
 
 
@@ -118,14 +120,15 @@ CSV_COLUMNS = ("variant", "method", "logits", "subset_size", "budget", "teacher_
 def write_csv(agg: list[dict], path: str) -> None:
     """One line per (variant, subset size), accuracies in percent (empty where undefined)."""
     num = lambda v: "" if v is None or not math.isfinite(v) else f"{100 * v:.4f}"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for a in agg:
-            w.writerow([a["variant"], a["method"], _logits(a), a["subset_size"], a["budget"],
-                        a["teacher_calls"], f"{a['lr']:g}", a["n_seeds"],
-                        " ".join(map(str, a["seeds"])), num(a["val_mean"]), num(a["mean"]),
-                        num(a["std"])])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for a in agg:
+        w.writerow([a["variant"], a["method"], _logits(a), a["subset_size"], a["budget"],
+                    a["teacher_calls"], f"{a['lr']:g}", a["n_seeds"],
+                    " ".join(map(str, a["seeds"])), num(a["val_mean"]), num(a["mean"]),
+                    num(a["std"])])
+    write_atomic(path, buf.getvalue())
 
 
 def write_plot(agg: list[dict], path: str, title: str = "") -> None:
@@ -157,7 +160,7 @@ def write_plot(agg: list[dict], path: str, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -175,8 +178,7 @@ def make_report(source: str, out: str, metric: str = "test_top1_at_best_val",
     paths = {"table.md": os.path.join(out, "table.md"),
              "table.csv": os.path.join(out, "table.csv"),
              "plot.png": os.path.join(out, "plot.png")}
-    with open(paths["table.md"], "w") as f:
-        f.write(table)
+    write_atomic(paths["table.md"], table)
     write_csv(agg, paths["table.csv"])
     write_plot(agg, paths["plot.png"], title=_meta(rows))
     return {"paths": paths, "table": table, "aggregate": agg}

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -110,16 +109,13 @@ def plan_cells(base: DistillConfig, variants: list[str], subset_sizes: list[int]
 
 
 def check_existing(cells: list[dict]) -> None:
-    """Fail before any work if a cell dir holds a run of another configuration."""
+    """Fail before any work if a cell dir holds a run of another configuration (paths aside:
+    a moved or copied sweep folder still matches, `DistillConfig.differs_from_saved`)."""
     for cell in cells:
         path = os.path.join(cell["config"].out_dir, "config.json")
         if not os.path.exists(path):
             continue
-        with open(path) as f:
-            saved = json.load(f)
-        want = json.loads(cell["config"].to_json())
-        changed = sorted(k for k in set(saved) | set(want)
-                         if k not in _NON_SEMANTIC and saved.get(k) != want.get(k))
+        changed = [k for k in cell["config"].differs_from_saved(path) if k not in _NON_SEMANTIC]
         if changed:
             raise ValueError(f"{cell['config'].out_dir} holds a run with another configuration "
                              f"(differs in {changed}); use a new --out or remove that cell")
@@ -172,10 +168,12 @@ def shard_cells(cells: list[dict], shard: tuple[int, int] | None) -> list[dict]:
 
 
 def _write_cell_file(cell: dict) -> None:
+    from ckd_jax.files import write_json
+
     cfg = cell["config"]
-    with open(os.path.join(cfg.out_dir, R.CELL_FILE), "w") as f:
-        json.dump({"variant": cell["variant"], "overrides": cell["overrides"],
-                   "subset_size": cfg.subset_size, "budget": cfg.budget}, f, indent=1)
+    write_json(os.path.join(cfg.out_dir, R.CELL_FILE),
+               {"variant": cell["variant"], "overrides": cell["overrides"],
+                "subset_size": cfg.subset_size, "budget": cfg.budget})
 
 
 def _fmt_acc(v) -> str:
@@ -184,7 +182,7 @@ def _fmt_acc(v) -> str:
 
 def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
               log=print, shard: tuple[int, int] | None = None,
-              write_results: bool = True) -> list[dict]:
+              rebuild_tables: bool = False, write_results: bool = True) -> list[dict]:
     """Run (or skip, or resume) every cell, then rewrite `<out>/results.jsonl`.
 
     `cells` come from `plan_cells` (all sharing one out dir). A cell whose summary.json says
@@ -192,6 +190,8 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     written to results.jsonl (every finished cell under the out dir, this sweep's or not).
     With `shard=(I, N)` only that shard's cells (`shard_cells`) are checked and run, and their
     rows go to `<out>/results.shard-I-of-N.jsonl` instead (results.jsonl is left alone).
+    `rebuild_tables` (`--rebuild-tables`): rebuild damaged or mismatched logit tables (the
+    cost is printed first) instead of stopping at them.
     `write_results=False` (a `--jobs` worker running one cell) writes no results file.
     """
     from ckd_jax.train.distill import run_distillation
@@ -220,7 +220,8 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
             f"(seeds {list(cfg.seeds)} x lrs {list(cfg.learning_rates)})")
         t0 = time.time()
         summary = run_distillation(cfg, mesh=mesh, resume=True, teacher_apply=teacher_apply,
-                                   teacher_variables=teacher_variables)
+                                   teacher_variables=teacher_variables,
+                                   rebuild_tables=rebuild_tables)
         summary.pop("_final", None)
         _write_cell_file(cell)
         calls += int(summary.get("teacher_calls_this_run", 0))
@@ -330,6 +331,9 @@ def main(argv=None) -> int:
                          "(default auto: one per core on a CPU-only machine, 1 with a GPU/TPU "
                          "plugin installed; 1: one after another in this process)")
     ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # a --jobs worker's cell
+    ap.add_argument("--rebuild-tables", action="store_true",
+                    help="rebuild logit tables that are damaged or do not match (B teacher "
+                         "calls each, printed first; without it they are an error)")
     ap.add_argument("--dry-run", action="store_true", help="print the cells and exit")
     ap.add_argument("--list-variants", action="store_true", help="print the variants and exit")
     args = ap.parse_args(argv)
@@ -370,14 +374,16 @@ def main(argv=None) -> int:
                              f"{[c['name'] for c in cells]}")
         from ckd_jax.train.engine import make_mesh
 
-        run_sweep(mine, mesh=make_mesh(args.devices), write_results=False)
+        run_sweep(mine, mesh=make_mesh(args.devices), write_results=False,
+                  rebuild_tables=args.rebuild_tables)
         return 0
     if jobs > 1:
         run_sweep_jobs(cells, jobs, list(sys.argv[1:] if argv is None else argv), shard=shard)
     else:
         from ckd_jax.train.engine import make_mesh
 
-        run_sweep(cells, mesh=make_mesh(args.devices), shard=shard)
+        run_sweep(cells, mesh=make_mesh(args.devices), shard=shard,
+                  rebuild_tables=args.rebuild_tables)
     print(f"next: python experiments/report.py {args.out}")
     return 0
 

@@ -24,6 +24,9 @@ CALIBRATIONS = ("none", "table")
 # population give the same weights up to float reduction order (tests/test_member_loop.py).
 RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every",
                            "member_loop")
+# Where files lie: a moved or copied run must still match (docs/files.md). What they hold is
+# checked by content instead: the logit tables record the hash of their images and teacher.
+PATH_FIELDS = ("out_dir", "logit_table_dir", "data_path", "data_dir", "teacher_checkpoint")
 
 
 def _without_invariant_fields(fields: dict) -> dict:
@@ -153,12 +156,21 @@ class DistillConfig:
         return _without_invariant_fields(json.loads(self.to_json()))
 
     def differs_from_saved(self, path: str) -> list[str]:
-        """Fields (outside RESULT_INVARIANT_FIELDS) in which the config.json at `path` differs
-        from this config; [] when a run stored there can be resumed or reused as it is."""
-        with open(path) as f:
-            saved = _without_invariant_fields(json.load(f))
+        """Fields (outside RESULT_INVARIANT_FIELDS and PATH_FIELDS) in which the config.json at
+        `path` differs from this config; [] when a run stored there can be resumed or reused
+        as it is, wherever it and its inputs lie now. A missing or damaged file is one line
+        (FileNotFoundError / `ckd_jax.files.DamagedFile`) naming it."""
+        from ckd_jax.files import read_json
+
+        saved = _without_invariant_fields(read_json(
+            path, what="run config", next_step="the run cannot be checked against this "
+            "command: use another out_dir, or delete that run folder to run it again"))
         now = self.results_dict()
-        return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        # A field an older config.json lacks had its default then (new fields keep the old
+        # behaviour as their default), so a run saved before it was added still matches.
+        default = DistillConfig().results_dict()
+        return sorted(k for k in set(saved) | set(now)
+                      if k not in PATH_FIELDS and saved.get(k, default.get(k)) != now.get(k))
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ckd_jax.files import append_lines, note, read_jsonl, write_atomic, write_json
+from ckd_jax.logit_table import REBUILD_FLAG, rebuild_cost
 from ckd_jax.models import create_model
 from ckd_jax.train import engine as S
 from ckd_jax.train.config import DistillConfig
@@ -101,7 +103,8 @@ def _check_sizes(config: DistillConfig, method: Method, n_train: int, n_devices:
 class _Prepared:
     """Everything checked and loaded before the first write (see module docstring)."""
 
-    def __init__(self, config: DistillConfig, mesh, teacher_apply, teacher_variables):
+    def __init__(self, config: DistillConfig, mesh, teacher_apply, teacher_variables,
+                 rebuild_tables: bool = False):
         from ckd_jax.budget import select_budget
         from ckd_jax.data import dataset_spec, load_train_test
 
@@ -138,7 +141,17 @@ class _Prepared:
 
         # The teacher: needed only to build missing tables; its hash is checked when known.
         self.teacher_apply, self.teacher_variables = teacher_apply, teacher_variables
-        missing = [m for m in self.members if m.table_path and not os.path.exists(m.table_path)]
+        self.rebuild = set()  # tables the user asked to rebuild (damaged or not matching)
+        if rebuild_tables:
+            for m in self.members:
+                if m.table_path and os.path.exists(m.table_path):
+                    try:  # teacher hash unknown yet: the checks that need no teacher
+                        self._load_table(m, teacher_hash=None)
+                    except ValueError as e:
+                        self.rebuild.add(m.table_path)
+                        note(f"{REBUILD_FLAG}: {' '.join(str(e).split(';')[0].split())}")
+        missing = [m for m in self.members if m.table_path and
+                   (not os.path.exists(m.table_path) or m.table_path in self.rebuild)]
         if missing and self.teacher_variables is None:
             if config.teacher_checkpoint is None:
                 raise ValueError(
@@ -157,27 +170,32 @@ class _Prepared:
             from ckd_jax.logit_table import variables_hash
             self.teacher_hash = variables_hash(self.teacher_variables)
         for m in self.members:
-            if m.table_path and os.path.exists(m.table_path):
-                self._load_checked_table(m)
+            if m.table_path and os.path.exists(m.table_path) and m.table_path not in self.rebuild:
+                try:
+                    m.table = self._load_table(m, self.teacher_hash)
+                except ValueError as e:
+                    if not rebuild_tables:
+                        raise
+                    self.rebuild.add(m.table_path)
+                    note(f"{REBUILD_FLAG}: {' '.join(str(e).split(';')[0].split())}")
 
-    def _load_checked_table(self, m) -> None:
-        """Load member m's existing table, refusing one made for other samples or settings."""
-        from ckd_jax.logit_table import LogitTable
+    def _load_table(self, m: _MemberSplit, teacher_hash):
+        """The member's table, checked against the run (images and view by content); one-line
+        errors naming the file and the teacher calls a rebuild costs."""
+        from ckd_jax.logit_table import images_hash, load_matching_table, view_hash
 
-        config = self.config
-        table = LogitTable.load(m.table_path)
-        try:
-            table.check_matches(dataset=self.train.name, indices=m.split.teacher_idx,
-                                teacher_name=config.teacher,
-                                teacher_hash=self.teacher_hash, view=config.teacher_view,
-                                feature_layers=self.method.teacher_layers)
-        except ValueError as e:
-            raise ValueError(f"{m.table_path}: {e}") from e
+        cfg, idx = self.config, m.split.teacher_idx
+        table = load_matching_table(
+            m.table_path, rebuild_calls=len(idx), dataset=self.train.name, indices=idx,
+            teacher_name=cfg.teacher, teacher_hash=teacher_hash, view=cfg.teacher_view,
+            feature_layers=self.method.teacher_layers,
+            images_hash=images_hash(self.train.images[idx]),
+            view_hash=view_hash(self.spec, cfg.teacher_view))
         if table.logits.shape[1] != self.num_classes:
-            raise ValueError(f"logit table {m.table_path} has "
-                             f"{table.logits.shape[1]} classes, the dataset "
-                             f"{self.num_classes}")
-        m.table = table
+            raise ValueError(f"logit table {m.table_path} has {table.logits.shape[1]} classes, "
+                             f"the dataset {self.num_classes}; "
+                             f"{rebuild_cost(m.table_path, len(idx))}")
+        return table
 
     def build_missing_tables(self) -> int:
         """Run the teacher on the budgeted samples that have no table yet; returns the calls.
@@ -192,8 +210,8 @@ class _Prepared:
             if m.table_path is None or m.table is not None:
                 continue
             with _table_lock(m.table_path):
-                if os.path.exists(m.table_path):  # built by another process meanwhile
-                    self._load_checked_table(m)
+                if os.path.exists(m.table_path) and m.table_path not in self.rebuild:
+                    m.table = self._load_table(m, self.teacher_hash)  # another process built it
                     continue
                 table, made = build_or_load_logit_table(
                     m.table_path, teacher_apply=self.teacher_apply,
@@ -204,7 +222,8 @@ class _Prepared:
                     feature_layers=self.method.teacher_layers,
                     features_dtype=(jnp.bfloat16
                                     if self.config.teacher_feature_dtype == "bfloat16"
-                                    else np.float32))
+                                    else np.float32),
+                    rebuild=m.table_path in self.rebuild)
             m.table = table
             calls += made
         return calls
@@ -271,7 +290,8 @@ def _json_default(x):
 
 def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
                      teacher_apply=None, teacher_variables=None,
-                     stop_after_epochs: int | None = None, on_epoch=None) -> dict:
+                     stop_after_epochs: int | None = None, on_epoch=None,
+                     rebuild_tables: bool = False) -> dict:
     """Train the population described by `config`; returns the summary dict.
 
     Args:
@@ -285,13 +305,15 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
         on, saving nothing more (simulates a kill; a later call resumes from the checkpoint).
       on_epoch: optional `f(epoch)` called after each pseudo-epoch has been fully handled
         (evaluation, protocol, logging, checkpoint), e.g. to time the whole loop.
+      rebuild_tables: rebuild the logit tables that are damaged or do not match this run
+        (`--rebuild-tables`; the cost is printed first). Without it such a table is an error.
     """
     mesh = S.make_mesh() if mesh is None else mesh
     if jax.process_count() > 1 and config.out_dir is not None and config.checkpoint_every:
         raise ValueError(f"checkpoint_every={config.checkpoint_every} with "
                          f"{jax.process_count()} processes: checkpoints of a multi-process run "
                          "are not supported; set checkpoint_every=0")
-    prep = _Prepared(config, mesh, teacher_apply, teacher_variables)
+    prep = _Prepared(config, mesh, teacher_apply, teacher_variables, rebuild_tables)
     cfg = prep.config
 
     created_out = False
@@ -398,8 +420,7 @@ class _RunFiles:
             return None
         restored = self.ckpt.restore_latest(template) if (self.ckpt and resume) else None
         if restored is None:
-            with open(self.config_path, "w") as f:
-                f.write(cfg.to_json())
+            write_atomic(self.config_path, cfg.to_json())
             if os.path.exists(self.metrics_path):
                 os.remove(self.metrics_path)
             return None
@@ -413,19 +434,19 @@ class _RunFiles:
         return tree
 
     def _truncate_metrics(self, epoch: int) -> None:
+        """Keep the rows up to the checkpoint's epoch (a torn last row of a killed append is
+        dropped; the epochs after the checkpoint are trained and logged again)."""
         if not os.path.exists(self.metrics_path):
             return
-        with open(self.metrics_path) as f:
-            keep = [line for line in f if json.loads(line)["epoch"] <= epoch]
-        tmp = self.metrics_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-        os.replace(tmp, self.metrics_path)
+        rows = read_jsonl(self.metrics_path, what="metrics file", appended=True,
+                          next_step="delete it to log the run again from its checkpoint")
+        keep = [r for r in rows if r.get("epoch", 0) <= epoch]
+        write_atomic(self.metrics_path, "".join(json.dumps(r, default=_json_default) + "\n"
+                                                for r in keep))
 
     def log(self, rows: list[dict]) -> None:
         if self.metrics_path is not None and rows:
-            with open(self.metrics_path, "a") as f:
-                f.writelines(json.dumps(r, default=_json_default) + "\n" for r in rows)
+            append_lines(self.metrics_path, [json.dumps(r, default=_json_default) for r in rows])
 
     def maybe_save(self, epoch: int, tree: dict, finished: bool) -> None:
         if self.ckpt is None:
@@ -440,10 +461,8 @@ class _RunFiles:
     def write_summary(self, summary: dict) -> None:
         if not self.writes:
             return
-        tmp = os.path.join(self.cfg.out_dir, "summary.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1, default=_json_default)
-        os.replace(tmp, os.path.join(self.cfg.out_dir, "summary.json"))
+        write_json(os.path.join(self.cfg.out_dir, "summary.json"), summary,
+                   default=_json_default)
 
     def close(self) -> None:
         if self.ckpt is not None:

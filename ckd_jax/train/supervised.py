@@ -294,11 +294,9 @@ def _num_classes(train: Any) -> int:
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    from ckd_jax.files import write_jsonl
+
+    write_jsonl(path, rows)
 
 
 def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
@@ -307,7 +305,7 @@ def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
         return None
     ck = Checkpointer(ckpt_dir, best_metric="test_acc")
     try:
-        step = ck.latest_step()
+        step = ck.latest_intact_step()  # a damaged newest step: the older one, said in a line
         if step is None:
             return None
         extra = ck.extra(step) or {}
@@ -414,8 +412,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         os.makedirs(run_dir, exist_ok=True)
         ckpt = Checkpointer(ckpt_dir, best_metric="test_acc", max_to_keep=1)
         if resume_step is not None:
-            _, tree = ckpt.restore_latest({"state": state})
-            state = put(tree["state"])
+            state = put(ckpt.restore(resume_step, {"state": state})["state"])
             start_epoch = resume_step
             history = list((ckpt.extra(resume_step) or {}).get("history", []))
         _write_jsonl(os.path.join(run_dir, LOG_FILE), history)
@@ -460,8 +457,9 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                           extra={"history": history, "config": c.to_dict(),
                                  "layout": CHECKPOINT_LAYOUT,
                                  "image_shape": list(in_shape), "num_classes": num_classes})
-                with open(os.path.join(run_dir, LOG_FILE), "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                from ckd_jax.files import append_lines
+
+                append_lines(os.path.join(run_dir, LOG_FILE), [json.dumps(row)])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_acc']:.4f}")
@@ -491,8 +489,9 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                    "train_time_s": round(sum(r["epoch_time_s"] for r in history), 2),
                    "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
                    "compute_dtype": step_spec.compute_dtype, "config": c.to_dict()}
-        with open(os.path.join(run_dir, SUMMARY_FILE), "w") as f:
-            json.dump(summary, f, indent=2)
+        from ckd_jax.files import write_json
+
+        write_json(os.path.join(run_dir, SUMMARY_FILE), summary, indent=2)
     return TeacherResult(variables, test_acc, test_top5, best["test_acc"], best["epoch"],
                          history, run_dir, wall)
 
@@ -544,7 +543,8 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
         ckpt_dir = src
     ck = Checkpointer(ckpt_dir, best_metric="test_acc")
     try:
-        step = ck.latest_step() if which == "last" else ck.best_step()
+        # A damaged newest step: the newest intact older one, said in one line.
+        step = ck.latest_intact_step() if which == "last" else ck.best_step()
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {ckpt_dir}")
         extra = ck.extra(step) or {}
