@@ -140,8 +140,11 @@ def _compile(fn, *args):
 def bench_method(model_name: str, method_name: str, population: int, dtype: str, *,
                  batch_size: int, n_train: int, steps: int, num_classes: int, image_size: int,
                  channels: int, warmup: int, repeats: int, model_kwargs: dict,
-                 limit_cache: dict, epoch_loop: str = "scan") -> dict:
-    """One row: the engine's compiled pseudo-epoch and its limit, timed (see module doc)."""
+                 limit_cache: dict, epoch_loop: str = "scan",
+                 member_loop: str = "vmap") -> dict:
+    """One row: the engine's compiled pseudo-epoch and its limit, timed (see module doc).
+    `member_loop` as in `engine.make_train_epoch` ("sequential": the P members one after
+    another through the program compiled for one; the limit stays vmapped over P)."""
     epoch_loop = resolve_epoch_loop(epoch_loop, jax.devices()[0].platform)
     from ckd_jax.models import create_model
     from ckd_jax.train import engine as S
@@ -184,10 +187,12 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     active = jnp.ones((p,), bool)
     # Method and limit use the same loop: "scan" (the accelerator path, the default) or
     # "python" (one compiled step per host iteration; much faster on XLA:CPU).
-    epoch_fn = S.make_train_epoch(model, method, spec, mesh, loop=epoch_loop)
+    member_loop = S.resolve_member_loop(member_loop, mesh)
+    epoch_fn = S.make_train_epoch(model, method, spec, mesh, loop=epoch_loop,
+                                  member_loop=member_loop)
     epoch_keys = [jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
                   for i in range(warmup + repeats + 1)]
-    if epoch_loop == "scan":
+    if epoch_loop == "scan" and (member_loop == "vmap" or p == 1):
         compiled, compile_s = _compile(epoch_fn, state, data, epoch_keys[0], active)
     else:  # no ahead-of-time lowering for a host loop: time the first call instead
         t0 = time.perf_counter()
@@ -212,6 +217,7 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     img_total = steps * images_per_step * p
     return {
         "model": model_name, "method": method_name, "population": p, "dtype": dtype,
+        "member_loop": member_loop, "images_per_s_per_member": img_total / t_method / p,
         "images_per_step": images_per_step, "steps_per_call": steps,
         "compile_s": compile_s, "call_s": t_method, "steps_per_s": steps / t_method,
         "images_per_s": img_total / t_method, "limit_compile_s": lim["compile_s"],
@@ -423,15 +429,18 @@ def markdown(rows: list[dict], header: dict) -> str:
              f"with the limit's step; x torch = median of the paired time ratios torch / "
              f"ckd_jax limit (> 1: ckd_jax faster).",
              "",
-             "| model | method | P | dtype | img/step | compile s | ms/call | steps/s | img/s "
-             "(total) | limit img/s | x limit | torch img/s | x torch | goal |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| model | method | P | members | dtype | img/step | compile s | ms/call | steps/s "
+             "| img/s (total) | img/s per member | limit img/s | x limit | torch img/s | x torch "
+             "| goal |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         t_ips, x_t = r.get("torch_images_per_s"), r.get("x_torch")
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['population']} | {r['dtype']} | "
+            f"| {r['model']} | {r['method']} | {r['population']} | "
+            f"{r.get('member_loop', 'vmap')} | {r['dtype']} | "
             f"{r['images_per_step']} | {r['compile_s']:.1f} | {1000 * r['call_s']:.1f} | "
             f"{r['steps_per_s']:.1f} | {r['images_per_s']:,.0f} | "
+            f"{r.get('images_per_s_per_member', r['images_per_s'] / r['population']):,.0f} | "
             f"{r['limit_images_per_s']:,.0f} | {r['x_limit']:.2f} | "
             f"{'-' if t_ips is None else f'{t_ips:,.0f}'} | "
             f"{'-' if x_t is None else f'{x_t:.2f}'} | {r['goal']} |")
@@ -454,7 +463,7 @@ def bench_row(args, model: str, method: str, p: int, dtype: str, steps: int, dev
                        image_size=args.image_size, channels=args.channels,
                        warmup=args.warmup, repeats=args.repeats,
                        model_kwargs=args.model_kwargs, limit_cache=caches["limit"],
-                       epoch_loop=args.epoch_loop)
+                       epoch_loop=args.epoch_loop, member_loop=args.member_loop)
     if args.no_torch:
         row.update(torch_images_per_s=None, x_torch=None)
     else:
@@ -611,6 +620,9 @@ def main(argv=None) -> int:
                          "a host loop over one compiled step (the engine's CPU path); auto "
                          "(default): python on CPU, scan on accelerators, as the engine; the "
                          "limit uses the same loop")
+    ap.add_argument("--member-loop", choices=("auto", "vmap", "sequential"), default="auto",
+                    help="how the P members run (engine.make_train_epoch; auto: sequential on "
+                         "CPU, vmap elsewhere)")
     ap.add_argument("--no-torch", action="store_true",
                     help="skip the PyTorch reference column (CPU float32 P=1 rows)")
     ap.add_argument("--whole-loop", metavar="MODEL:METHOD:S", default=None,
@@ -665,6 +677,7 @@ def main(argv=None) -> int:
               "n_train": args.n_train, "num_classes": args.num_classes,
               "image_size": args.image_size, "channels": args.channels,
               "warmup": args.warmup, "repeats": args.repeats, "epoch_loop": args.epoch_loop,
+              "member_loop": args.member_loop,
               "compilation_cache": jax.config.jax_compilation_cache_dir,
               "torch": torch_version,
               "xla_flags": os.environ.get("XLA_FLAGS", "")}
