@@ -126,7 +126,7 @@ def _to_json_metrics(metrics: dict | None) -> dict | None:
 
 
 _DELETING_PREFIX = ".deleting-"
-_DAMAGED_PREFIX = ".damaged-"
+_SET_ASIDE_PREFIX = ".set-aside-"
 
 
 class Checkpointer:
@@ -295,7 +295,7 @@ class Checkpointer:
         if extra is not None:
             items[_EXTRA] = ocp.args.JsonSave(extra)
         step_dir = os.path.join(self.directory, str(step))
-        self._set_aside_if_damaged(step)
+        self._clear_way(step)
         try:
             saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
                                        force=True)
@@ -312,20 +312,28 @@ class Checkpointer:
             self._prune()
         return bool(saved)
 
-    def _set_aside_if_damaged(self, step: int) -> None:
-        """A damaged step in the way of a new save of that step (a run resumed from an older
-        one reached it again) is renamed `.damaged-<step>-<pid>`, kept for inspection."""
-        if step not in self._manager.all_steps():
-            return
-        try:
-            self.check_step(step)
-            return  # intact: orbax refuses the duplicate as before
-        except DamagedFile as e:
-            why = str(e)
-        dst = os.path.join(self.directory, f"{_DAMAGED_PREFIX}{step}-{os.getpid()}")
-        os.rename(os.path.join(self.directory, str(step)), dst)
-        self._manager.reload()
-        note(f"{why}; set aside as {dst} (delete it when no longer needed)")
+    def _clear_way(self, step: int) -> None:
+        """Set aside (rename `.set-aside-<step>-<pid>`, kept for inspection) what stands in
+        the way of saving `step`: a damaged step `step`, and every step newer than it. Those
+        exist only when a run went back to an older step (a damaged newest one, or a fresh
+        start); left in place, the newest-first pruning would keep them and delete the steps
+        the run now makes."""
+        for old in self.all_steps():
+            if old < step:
+                continue
+            if old == step:
+                try:
+                    self.check_step(old)
+                    continue  # intact: orbax refuses the duplicate as before
+                except DamagedFile as e:
+                    why = str(e)
+            else:
+                why = f"checkpoint {os.path.join(self.directory, str(old))} is newer than " \
+                      f"the step {step} being saved"
+            dst = os.path.join(self.directory, f"{_SET_ASIDE_PREFIX}{old}-{os.getpid()}")
+            os.rename(os.path.join(self.directory, str(old)), dst)
+            self._manager.reload()
+            note(f"{why}; set aside as {dst} (delete it when no longer needed)")
 
     # ----------------------------------------------------------------------------- restore
     def check_step(self, step: int) -> None:

@@ -470,13 +470,20 @@ def test_check_runs_lists_states_and_costs(qs, capsys):
 
 
 def test_resumed_run_saves_over_a_damaged_newer_step(tmp_path, capsys):
-    """Resumed from step 1 because step 2 is damaged, the run reaches step 2 again: the
-    damaged step is set aside (kept, renamed) and the new one saved."""
-    ck = _two_steps(tmp_path / "ck")
-    damage(_data_file(tmp_path / "ck" / "2"), "flip")
+    """Resumed from step 1 because step 3 is damaged, the run saves step 2, then 3: the newer
+    and the damaged step are set aside (kept, renamed), never pruned in place of new ones."""
+    ck = Checkpointer(tmp_path / "ck", keep_best=False, max_to_keep=1)
+    ck.save(1, {"w": np.ones(5, np.float32)})
+    ck.save(3, {"w": np.ones(5, np.float32)})
+    shutil.copytree(tmp_path / "ck" / "3", tmp_path / "ck" / "1")  # as if 1 had been kept
+    ck._manager.reload()
+    damage(_data_file(tmp_path / "ck" / "3"), "flip")
     assert ck.restore_latest()[0] == 1
-    ck.save(2, {"w": np.full(500, 7, np.float32)}, extra={"step": 2})
-    assert "set aside as" in capsys.readouterr().err
-    assert ck.restore_latest()[0] == 2 and ck.all_steps() == [1, 2]
-    assert [n for n in os.listdir(tmp_path / "ck") if n.startswith(".damaged-2-")]
+    ck.save(2, {"w": np.full(5, 2, np.float32)})
+    assert "is newer than the step 2 being saved; set aside" in capsys.readouterr().err
+    assert ck.all_steps() == [2]
+    ck.save(3, {"w": np.full(5, 3, np.float32)})
+    step, state = ck.restore_latest()
+    assert step == 3 and np.array_equal(state["w"], np.full(5, 3, np.float32))
+    assert [n for n in os.listdir(tmp_path / "ck") if n.startswith(".set-aside-3-")]
     ck.close()
