@@ -190,9 +190,11 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     member_loop = S.resolve_member_loop(member_loop, mesh)
     epoch_fn = S.make_train_epoch(model, method, spec, mesh, loop=epoch_loop,
                                   member_loop=member_loop)
+    if member_loop == "sequential" and p == 1:  # one member: the wrapper calls this directly
+        epoch_fn = epoch_fn.fn
     epoch_keys = [jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
                   for i in range(warmup + repeats + 1)]
-    if epoch_loop == "scan" and (member_loop == "vmap" or p == 1):
+    if epoch_loop == "scan" and (member_loop == "vmap" or p == 1):  # an AOT-compilable jit
         compiled, compile_s = _compile(epoch_fn, state, data, epoch_keys[0], active)
     else:  # no ahead-of-time lowering for a host loop: time the first call instead
         t0 = time.perf_counter()

@@ -20,13 +20,13 @@ job array: docs/experiments.md). A shard resumes and skips like a whole sweep, t
 own cells and writes its rows to `<out>/results.shard-I-of-N.jsonl` (never results.jsonl, which
 concurrent shards would clobber); report.py reads the union of all finished cells' summaries.
 Shards that need the same (seed, subset) logit table may both build it (written atomically);
-on one machine a lock beside the table makes the second wait and load it instead.
+on one machine a lock on the table folder makes the second wait and load it instead.
 
 On one machine: `--jobs N` runs N cells at once, each in its own process pinned to its own
 CPU core(s) (`ckd_jax.jobs`; default: one per core on a CPU-only machine, 1 where a GPU/TPU
 plugin is installed), with one progress view (cells done, members running, elapsed, time
 left) and each cell's output in `<out>/logs/<cell>.log`. Cells that need the same logit table
-wait for the first to build it (a lock file beside it), so no table costs its teacher calls
+wait for the first to build it (a lock on the table folder), so no table costs its teacher calls
 twice. A killed sweep takes its workers down with it; the same command resumes. `--jobs`
 composes with `--shard`: each machine runs its shard's cells N at a time. `--jobs 1` runs the
 cells one after another in this process.

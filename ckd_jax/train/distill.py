@@ -200,7 +200,7 @@ class _Prepared:
     def build_missing_tables(self) -> int:
         """Run the teacher on the budgeted samples that have no table yet; returns the calls.
 
-        Each build holds a lock beside the table (`<table>.lock`): another process of the same
+        Each build holds a lock on the table folder: another process of the same
         machine that needs the same table (`sweep.py --jobs`, shards) waits, then loads it
         instead of paying its teacher calls a second time."""
         from ckd_jax.logit_table import build_or_load_logit_table
@@ -265,21 +265,23 @@ class _Prepared:
 
 @contextlib.contextmanager
 def _table_lock(table_path: str):
-    """An exclusive lock on `<table_path>.lock` (fcntl.flock; released when the block ends or
-    the process dies). Says so once when it has to wait for another process."""
+    """An exclusive lock on the table's folder (fcntl.flock on the directory itself, so no lock
+    file is left among the tables; released when the block ends or the process dies). Says so
+    once when it has to wait for another process."""
     import fcntl
 
-    os.makedirs(os.path.dirname(table_path) or ".", exist_ok=True)
-    with open(table_path + ".lock", "a") as f:
+    folder = os.path.dirname(os.path.abspath(table_path))
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another process to build {table_path}", flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            print(f"waiting for another process to build a table in {folder}", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _json_default(x):

@@ -373,8 +373,9 @@ class _OneMemberAtATime:
         return self._split(arg, m)
 
     def __call__(self, *args):
-        lead = [jax.tree.leaves(a)[0].shape[0] for a, has in zip(args, self.member_args) if has]
-        m = lead[0]
+        # The member count: the leading dim of any member-axis leaf (batch_stats may be empty).
+        m = next(leaf.shape[0] for a, has in zip(args, self.member_args) if has
+                 for leaf in jax.tree.leaves(a))
         if m == 1:
             return self.fn(*args)
         pieces = [self._pieces(i, a, m) if has else None
