@@ -180,6 +180,24 @@ def _fmt_acc(v) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _checked_cells(cells: list[dict], shard: tuple[int, int] | None, teacher_given: bool,
+                   log) -> tuple[str, list[dict]]:
+    """(sweep dir, this shard's cells), after the checks that must pass before any work; the
+    sweep dir exists afterwards. Shared by `run_sweep` and `run_sweep_jobs`."""
+    if not cells:
+        raise ValueError("no cells to run")
+    out = os.path.dirname(cells[0]["config"].out_dir.rstrip(os.sep))
+    planned = len(cells)
+    cells = shard_cells(cells, shard)
+    check_existing(cells)
+    check_teacher(cells, teacher_given)
+    os.makedirs(out, exist_ok=True)
+    if shard is not None:
+        log(f"shard {shard[0]}/{shard[1]}: {len(cells)} of {planned} cells "
+            f"({', '.join(c['name'] for c in cells) or 'none'})")
+    return out, cells
+
+
 def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
               log=print, shard: tuple[int, int] | None = None,
               rebuild_tables: bool = False, write_results: bool = True) -> list[dict]:
@@ -196,17 +214,7 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     """
     from ckd_jax.train.distill import run_distillation
 
-    if not cells:
-        raise ValueError("no cells to run")
-    out = os.path.dirname(cells[0]["config"].out_dir.rstrip(os.sep))
-    planned = len(cells)
-    cells = shard_cells(cells, shard)
-    check_existing(cells)
-    check_teacher(cells, teacher_variables is not None)
-    os.makedirs(out, exist_ok=True)
-    if shard is not None:
-        log(f"shard {shard[0]}/{shard[1]}: {len(cells)} of {planned} cells "
-            f"({', '.join(c['name'] for c in cells) or 'none'})")
+    out, cells = _checked_cells(cells, shard, teacher_variables is not None, log)
     t_sweep = time.time()
     calls = 0
     for i, cell in enumerate(cells, 1):
@@ -259,18 +267,8 @@ def run_sweep_jobs(cells: list[dict], jobs: int, argv: list[str], *, log=print,
     `run_sweep` writes it. Raises RuntimeError naming the cells whose worker failed."""
     from ckd_jax import jobs as J
 
-    if not cells:
-        raise ValueError("no cells to run")
-    out = os.path.dirname(cells[0]["config"].out_dir.rstrip(os.sep))
-    planned = len(cells)
-    cells = shard_cells(cells, shard)
-    check_existing(cells)
-    check_teacher(cells, False)
     J.core_groups(jobs)  # a --jobs the machine cannot take fails before any work
-    os.makedirs(out, exist_ok=True)
-    if shard is not None:
-        log(f"shard {shard[0]}/{shard[1]}: {len(cells)} of {planned} cells "
-            f"({', '.join(c['name'] for c in cells) or 'none'})")
+    out, cells = _checked_cells(cells, shard, False, log)
     tasks = []
     for cell in cells:
         cfg = cell["config"]
