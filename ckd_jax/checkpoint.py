@@ -405,22 +405,27 @@ class Checkpointer:
         """The newest step that passes `check_step` and whose extra item reads; an older one
         is used with one line saying so. None when there is no step; `DamagedFile` when every
         step is damaged."""
-        steps = self.all_steps()
-        if not steps:
-            return None
+        found = self._newest_intact(lambda step: (self.check_step(step), self.extra(step)))
+        return None if found is None else found[0]
+
+    def _newest_intact(self, load):
+        """(step, load(step)) of the newest step that `load` reads without DamagedFile, saying
+        in one line when older than the newest; None without steps; `DamagedFile` when every
+        step is damaged. The one fallback rule of `latest_intact_step` and `restore_latest`."""
         errors = []
-        for step in reversed(steps):
+        for step in reversed(self.all_steps()):
             try:
-                self.check_step(step)
-                self.extra(step)
+                value = load(step)
             except DamagedFile as e:
                 errors.append(str(e))
                 continue
             if errors:
                 note(f"{errors[0]}; using the older intact step {step} instead (its epochs "
                      "after that are run again)")
-            return step
-        raise self._all_damaged(errors)
+            return step, value
+        if errors:
+            raise self._all_damaged(errors)
+        return None
 
     def _all_damaged(self, errors: list[str]) -> DamagedFile:
         return DamagedFile(f"no intact checkpoint in {self.directory} ({errors[0]}"
@@ -431,21 +436,7 @@ class Checkpointer:
     def restore_latest(self, template: Any = None) -> tuple[int, Any] | None:
         """(step, state) of the most recent intact checkpoint, or None when there is none; a
         damaged newest step falls back to an older intact one, saying so in one line."""
-        steps = self.all_steps()
-        errors = []
-        for step in reversed(steps):
-            try:
-                state = self.restore(step, template)
-            except DamagedFile as e:
-                errors.append(str(e))
-                continue
-            if errors:
-                note(f"{errors[0]}; using the older intact step {step} instead (its epochs "
-                     "after that are run again)")
-            return step, state
-        if errors:
-            raise self._all_damaged(errors)
-        return None
+        return self._newest_intact(lambda step: self.restore(step, template))
 
     def restore_best(self, template: Any = None) -> tuple[int, Any] | None:
         """(step, state) of the best checkpoint by `best_metric`, or None when there is none."""
