@@ -121,10 +121,15 @@ def test_ce_with_table_calibration_is_a_config_error():
         DistillConfig(method="ckd", calibration="tabel").validate()
     with pytest.raises(ValueError, match="w_anchor"):
         DistillConfig(method="kd", w_anchor=1.0).validate()
+    with pytest.raises(ValueError, match="w_sample=1.0 applies to method='ckd' only"):
+        DistillConfig(method="kd", w_sample=1.0).validate()
+    with pytest.raises(ValueError, match="w_sample=-1.0 must be >= 0"):
+        DistillConfig(method="ckd", w_sample=-1.0).validate()
 
 
 def test_named_variants():
     assert variant_overrides("ckd_cal") == {**VARIANTS["ckd"], "calibration": "table"}
+    assert variant_overrides("ckd_kd_cal") == {**VARIANTS["ckd_cal"], "w_sample": 1.0}
     assert DistillConfig(**variant_overrides("ckd_anchor")).validate().w_anchor > 0
 
 
@@ -245,3 +250,34 @@ def test_report_marks_calibrated_rows(tmp_path):
     with open(rep["paths"]["table.csv"]) as f:
         got = {r["variant"]: r["logits"] for r in csv.DictReader(f)}
     assert got == {"ckd": "raw", "ckd_cal": "calibrated"}
+
+
+def test_ckd_with_per_sample_terms_adds_ce_and_kd_of_every_tuple_member():
+    """w_sample adds w_sample * (CE + T^2 KL at T) over all B*k tuple members to CKD's loss;
+    reference: NumPy formulas written here."""
+    from ckd_jax.train.methods import LossInputs, build_method
+
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(5, 2, 10)) * 3, rng.normal(size=(5, 2, 10)) * 3
+    y = rng.integers(0, 10, (5, 2))
+    x = LossInputs(logits=jnp.asarray(s, jnp.float32), teacher_logits=jnp.asarray(t, jnp.float32),
+                   labels=jnp.asarray(y), sample_idx=jnp.zeros((5, 2), jnp.int32),
+                   extra_params={}, extra_state={}, data_aux={}, mix=None,
+                   key=jax.random.PRNGKey(0))
+    plain = DistillConfig(**VARIANTS["ckd"])
+    both = DistillConfig(**{**VARIANTS["ckd"], "w_sample": 0.5})
+    base, _, _ = build_method(plain).loss(x)
+    total, _, metrics = build_method(both).loss(x)
+
+    def log_softmax(a):
+        a = a - a.max(-1, keepdims=True)
+        return a - np.log(np.exp(a).sum(-1, keepdims=True))
+
+    s2, t2, y2 = s.reshape(10, 10), t.reshape(10, 10), y.reshape(10)
+    ce = -log_softmax(s2)[np.arange(10), y2].mean()
+    T = 4.0
+    lp, lq = log_softmax(t2 / T), log_softmax(s2 / T)
+    kd = T * T * (np.exp(lp) * (lp - lq)).sum(-1).mean()
+    np.testing.assert_allclose(float(metrics["ce"]), ce, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["kd"]), kd, rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(base) + 0.5 * (ce + kd), rtol=1e-5)

@@ -56,6 +56,9 @@ class DistillConfig:
     # w_anchor > 0 (CKD only) adds w_anchor * mean_c (mean_batch s - mean_batch t)^2 over the
     # tuple members, pinning that offset during training (an in-training alternative).
     w_anchor: float = 0.0
+    # w_sample > 0 (CKD only) adds w_sample * (CE + KD at `temperature`) on every tuple member:
+    # the per-sample terms KD has and CKD lacks, beside CKD's comparison terms.
+    w_sample: float = 0.0
     mix_soft: str = "ce"  # mixing baselines: "ce" (soft CE at T=1) or "kd" (KD at T)
     crd_negatives: int = 16384
     crd_feat_dim: int = 128
@@ -207,6 +210,12 @@ class DistillConfig:
         if self.w_anchor > 0 and self.method != "ckd":
             raise ValueError(f"w_anchor={self.w_anchor} applies to method='ckd' only, got "
                              f"method={self.method!r}; set w_anchor=0")
+        if not self.w_sample >= 0:
+            raise ValueError(f"w_sample={self.w_sample} must be >= 0")
+        if self.w_sample > 0 and self.method != "ckd":
+            raise ValueError(f"w_sample={self.w_sample} applies to method='ckd' only, got "
+                             f"method={self.method!r}; set w_sample=0 (kd already has both "
+                             "per-sample terms)")
         if self.pos_and_neg < 2:
             raise ValueError(f"pos_and_neg={self.pos_and_neg} must be >= 2 (one positive and "
                              "one negative group member at least)")

@@ -154,12 +154,22 @@ def _build_ckd(cfg) -> Method:
             anchor = jnp.mean(jnp.square(gap))
             total = total + cfg.w_anchor * anchor
             metrics = {**metrics, "ckd_anchor": anchor}
+        if cfg.w_sample:
+            # KD's per-sample terms on every tuple member ([B, k, C] -> [B k, C]).
+            c = x.logits.shape[-1]
+            s, t = x.logits.reshape(-1, c), x.teacher_logits.reshape(-1, c)
+            ce = L.cross_entropy(s, x.labels.reshape(-1))
+            kd = L.kd_loss(s, t, cfg.temperature)
+            total = total + cfg.w_sample * (ce + kd)
+            metrics = {**metrics, "ce": ce, "kd": kd}
         return total, x.extra_state, metrics
 
     hyper = {"k": cfg.pos_and_neg, "form": cfg.ckd_form, "combine": cfg.ckd_combine,
              "w_cls": cfg.w_cls, "w_rel": cfg.w_rel}
     if cfg.w_anchor:
         hyper["w_anchor"] = cfg.w_anchor
+    if cfg.w_sample:
+        hyper.update(w_sample=cfg.w_sample, T=cfg.temperature)
     return Method("ckd", "tuple", loss, tuple_size=cfg.pos_and_neg, n_pos=n_pos,
                   description="comparative KD on group-mean differences (Wilf et al.)",
                   hyper=hyper)
@@ -449,6 +459,9 @@ VARIANTS: dict[str, dict] = {
     # table before every validation (no teacher call), or pinned during training.
     "ckd_cal": {**_CKD, "calibration": "table"},
     "ckd_anchor": {**_CKD, "w_anchor": 1.0},
+    # CKD's comparison terms plus KD's per-sample CE and KD (weights 1, 1, 1, 1: each term at
+    # the weight it has in its own method), calibrated like ckd_cal.
+    "ckd_kd_cal": {**_CKD, "w_sample": 1.0, "calibration": "table"},
     "mixup": {"method": "mixup"},
     "mixup_kd": {"method": "mixup", "mix_soft": "kd"},
     "mixup3": {"method": "mixup3"},
