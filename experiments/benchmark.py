@@ -530,7 +530,8 @@ def _synthetic_cifar10(folder: str, n_train: int, n_test: int) -> str:
 def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epochs: int,
                      dataset: str | None, data_path: str | None, workdir: str,
                      warmup: int = 1, repeats: int = 3, model_kwargs: dict | None = None,
-                     compute_dtype: str = "float32") -> dict:
+                     compute_dtype: str = "float32", population: int = 1,
+                     member_loop: str = "auto") -> dict:
     """Wall time per pseudo-epoch of a real `run_distillation` (validation, calibration offset,
     protocol, metrics, checkpoints included; compilation excluded: the first pseudo-epoch is
     dropped; the final test pass, once per run, is reported apart) against the compiled
@@ -540,6 +541,9 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
     None for a synthetic CIFAR-10-python folder of random images written under `workdir`
     (S + 10000 train images, 1000 test). The teacher is a random tiny_cnn given in memory: its
     B calls per seed happen before the loop and are not timed.
+
+    `population` P: the run has P members (seeds 1..P, one learning rate), and the compiled
+    epoch it is compared with is the P-member one, both with `member_loop`.
     """
     from ckd_jax.models import create_model
     from ckd_jax.train.config import DistillConfig
@@ -551,8 +555,9 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
     cfg = DistillConfig(
         dataset=dataset, data_path=data_path, subset_size=subset_size, student=model_name,
         student_kwargs=dict(model_kwargs or {}), teacher="tiny_cnn",
-        teacher_kwargs={"width": 8}, schedule="cosine", epochs=epochs, seeds=(1,),
-        learning_rates=(0.05,), compute_dtype=compute_dtype, progress=False,
+        teacher_kwargs={"width": 8}, schedule="cosine", epochs=epochs,
+        seeds=tuple(range(1, population + 1)), learning_rates=(0.05,),
+        compute_dtype=compute_dtype, progress=False, member_loop=member_loop,
         out_dir=os.path.join(workdir, f"loop_{model_name}_{method_name}"),
         **method_overrides(method_name)).validate()
     teacher = create_model("tiny_cnn", 10, width=8)
@@ -566,12 +571,14 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
     per_epoch = np.diff(ends)  # epoch 2..E: compilation excluded
     loop_s = float(statistics.median(per_epoch))
     n_train, steps = summary["budget"], summary["steps_per_epoch"]
-    row = bench_method(model_name, method_name, 1, compute_dtype, batch_size=cfg.batch_size,
+    row = bench_method(model_name, method_name, population, compute_dtype,
+                       batch_size=cfg.batch_size,
                        n_train=n_train, steps=steps, num_classes=10, image_size=32,
                        channels=3, warmup=warmup, repeats=repeats,
                        model_kwargs=dict(model_kwargs or {}), limit_cache={},
-                       epoch_loop=cfg.epoch_loop)
+                       epoch_loop=cfg.epoch_loop, member_loop=summary["member_loop"])
     return {"model": model_name, "method": method_name, "subset_size": subset_size,
+            "population": population, "member_loop": summary["member_loop"],
             "budget": n_train, "steps_per_epoch": steps, "epochs": epochs,
             "loop_epoch_s": loop_s, "loop_epoch_s_all": [float(x) for x in per_epoch],
             "compiled_epoch_s": row["call_s"], "x_compiled": loop_s / row["call_s"],
@@ -580,9 +587,11 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
 
 def loop_markdown(r: dict) -> str:
     goal = "goal <= 1.1x on CPU (resnet8, S = 2000)"
-    return ("| model | method | S | B | steps/epoch | whole loop s/epoch | compiled epoch s | "
-            "loop / compiled |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+    return ("| model | method | S | B | P | member loop | steps/epoch | whole loop s/epoch | "
+            "compiled epoch s | loop / compiled |\n"
+            "|---|---|---:|---:|---:|---|---:|---:|---:|---:|\n"
             f"| {r['model']} | {r['method']} | {r['subset_size']} | {r['budget']} | "
+            f"{r['population']} | {r['member_loop']} | "
             f"{r['steps_per_epoch']} | {r['loop_epoch_s']:.3f} | {r['compiled_epoch_s']:.3f} | "
             f"{r['x_compiled']:.2f} |\n\nwhole loop = median wall time per pseudo-epoch of "
             f"run_distillation over epochs 2..{r['epochs']} (validation, calibration offset, "
@@ -598,8 +607,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=_list, default=list(DEFAULT_MODELS))
     ap.add_argument("--methods", type=_list, default=list(METHODS))
-    ap.add_argument("--populations", type=lambda t: _list(t, int),
-                    default=list(DEFAULT_POPULATIONS))
+    ap.add_argument("--populations", type=lambda t: _list(t, int), default=None,
+                    help=f"default {','.join(map(str, DEFAULT_POPULATIONS))}; with "
+                         "--whole-loop: 1 (one real run per value)")
     ap.add_argument("--dtypes", type=_list, default=list(DEFAULT_DTYPES))
     ap.add_argument("--batch-size", type=int, default=64, help="samples (tuples) per step")
     ap.add_argument("--n-train", type=int, default=4000,
@@ -644,7 +654,9 @@ def main(argv=None) -> int:
         args.model_kwargs = {"width": 4}
 
     if args.whole_loop is not None:
+        args.populations = args.populations or [1]
         return _main_whole_loop(args)
+    args.populations = args.populations or list(DEFAULT_POPULATIONS)
     # Every choice checked before any compile.
     from ckd_jax.models import model_names
     from ckd_jax.train.config import COMPUTE_DTYPES
@@ -712,17 +724,23 @@ def _main_whole_loop(args) -> int:
     dev = jax.devices()[0]
     print(f"whole loop: {model} {method} S={subset}, {args.loop_epochs} pseudo-epochs on "
           f"{dev.device_kind} ...", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory() as work:
-        r = bench_whole_loop(model, method, subset_size=subset, epochs=args.loop_epochs,
-                             dataset=args.loop_dataset, data_path=args.loop_path, workdir=work,
-                             warmup=args.warmup, repeats=args.repeats,
-                             model_kwargs=args.model_kwargs)
-    r.update(device_kind=dev.device_kind, jax_version=jax.__version__)
-    print(loop_markdown(r))
+    if any(p < 1 for p in args.populations):
+        raise SystemExit(f"--populations {args.populations}: every population must be >= 1")
+    rows = []
+    for population in args.populations:  # one real run per population size
+        with tempfile.TemporaryDirectory() as work:
+            r = bench_whole_loop(model, method, subset_size=subset, epochs=args.loop_epochs,
+                                 dataset=args.loop_dataset, data_path=args.loop_path,
+                                 workdir=work, warmup=args.warmup, repeats=args.repeats,
+                                 model_kwargs=args.model_kwargs, population=population,
+                                 member_loop=args.member_loop)
+        r.update(device_kind=dev.device_kind, jax_version=jax.__version__)
+        print(loop_markdown(r), flush=True)
+        rows.append(r)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(r, f, indent=1)
+            json.dump(rows if len(rows) > 1 else rows[0], f, indent=1)
     return 0
 
 

@@ -165,12 +165,14 @@ def test_whole_loop_row_times_a_real_run_against_its_compiled_epoch(tmp_path):
     time per pseudo-epoch after the first, and the compiled epoch of the same shapes."""
     r = bench.bench_whole_loop("tiny_cnn", "ckd_k2", subset_size=100, epochs=3, dataset=None,
                                data_path=None, workdir=str(tmp_path), repeats=1,
-                               model_kwargs={"width": 4})
+                               model_kwargs={"width": 4}, population=2)
     assert r["budget"] == 80 and r["steps_per_epoch"] == 2  # ceil(80 / 64)
     assert len(r["loop_epoch_s_all"]) == 2  # epochs 2 and 3: the compiling one is dropped
     assert r["loop_epoch_s"] == pytest.approx(float(np.median(r["loop_epoch_s_all"])))
     assert r["compiled_epoch_s"] > 0
     assert r["x_compiled"] == pytest.approx(r["loop_epoch_s"] / r["compiled_epoch_s"])
     with open(tmp_path / "loop_tiny_cnn_ckd_k2" / "summary.json") as f:
-        assert json.load(f)["finished"]
-    assert "| tiny_cnn | ckd_k2 | 100 | 80 | 2 |" in bench.loop_markdown(r)
+        summary = json.load(f)
+    assert summary["finished"] and len(summary["members"]) == 2  # seeds 1 and 2
+    assert r["population"] == 2 and r["member_loop"] == "sequential"  # the CPU default
+    assert "| tiny_cnn | ckd_k2 | 100 | 80 | 2 | sequential | 2 |" in bench.loop_markdown(r)

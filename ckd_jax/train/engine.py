@@ -432,9 +432,13 @@ def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh, loop: st
     return epoch
 
 
-def _chunked(images, labels, batch_size: int):
-    """Pad [N, ...] images / [N] labels to whole chunks: ([n, B, ...], [n, B]); pad label -1."""
+def _chunked(images, labels, batch_size: int, multiple: int = 1):
+    """Pad [N, ...] images / [N] labels to whole chunks: ([n, B, ...], [n, B]); pad label -1.
+
+    B = `batch_size`, or N rounded up to a `multiple` (the device count) when that is smaller:
+    a 200-image validation set is not padded to a 1,000-image chunk (5x the work)."""
     n = images.shape[0]
+    batch_size = min(batch_size, -(-n // multiple) * multiple)
     chunks = math.ceil(n / batch_size)
     pad = chunks * batch_size - n
     images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
@@ -499,7 +503,7 @@ def make_evaluate(model, spec: StepSpec, mesh: Mesh, batch_size: int, shared_ima
 
         width = 2 if offset is None else 4
         total, _ = jax.lax.scan(chunk, jnp.zeros(width, jnp.int32),
-                                _chunked(images, labels, batch_size))
+                                _chunked(images, labels, batch_size, mesh.size))
         return tuple(total[i] / n for i in range(width))
 
     data_axes = (None, None) if shared_images else (0, 0)
@@ -528,7 +532,7 @@ def make_logit_offset(model, spec: StepSpec, mesh: Mesh, batch_size: int,
     def member_offset(params, batch_stats, images, teacher_logits):
         variables = _variables(params, batch_stats)
         labels = jnp.zeros(images.shape[0], jnp.int32)
-        xs, ys = _chunked(images, labels, batch_size)
+        xs, ys = _chunked(images, labels, batch_size, mesh.size)
         _, logits = jax.lax.scan(lambda c, x: (c, logits_of(variables, x)), None, xs)
         n_pad = xs.shape[0] * xs.shape[1]
         logits = logits.reshape(n_pad, -1)
