@@ -109,6 +109,9 @@ class _Prepared:
         from ckd_jax.data import dataset_spec, load_train_test
 
         config.validate()
+        # teacher / teacher_kwargs left None: those recorded in the teacher run dir's
+        # teacher.json; the resolved values are what config.json and the tables record.
+        config = config.with_teacher()
         self.config = config
         self.method = build_method(config)
         self.mesh = mesh
@@ -161,7 +164,7 @@ class _Prepared:
             from ckd_jax.train.supervised import load_teacher
             self.teacher_variables = load_teacher(config.teacher_checkpoint, config.teacher,
                                                   self.num_classes,
-                                                  model_kwargs=config.teacher_kwargs or None)
+                                                  model_kwargs=config.teacher_kwargs)
         if self.teacher_variables is not None and self.teacher_apply is None:
             self.teacher_apply = create_model(config.teacher, self.num_classes,
                                               **config.teacher_kwargs).apply

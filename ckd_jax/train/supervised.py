@@ -517,7 +517,9 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
       num_classes: classifier width; must match the checkpoint.
       which: "last" (final epoch, default) or "best" (best test accuracy; leaks the test set
         if used for model selection).
-      model_kwargs: extra `create_model` arguments the run used.
+      model_kwargs: extra `create_model` arguments; None (default) = those the run recorded.
+        A real mismatch (a variable whose shape differs) is a one-line ValueError naming the
+        first differing kwarg and variable with both shapes.
 
     Raises:
       FileNotFoundError / ValueError with the offending value before anything is restored.
@@ -558,17 +560,71 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
         ck.close()
     variables = _restored_variables(raw)
     image_shape = tuple(extra.get("image_shape", ()))
+    saved_kwargs = dict(saved_cfg.get("model_kwargs") or {})
+    kwargs = saved_kwargs if model_kwargs is None else dict(model_kwargs)
     if image_shape:  # check every shape against a freshly built model
-        model = create_model(name, num_classes, **(model_kwargs or saved_cfg.get("model_kwargs")
-                                                   or {}))
-        ref = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                                jnp.zeros((1,) + image_shape), train=False))
+        model = create_model(name, num_classes, **kwargs)
+        order: list[str] = []  # the model's variables in creation (layer) order
+
+        def init():
+            v = model.init(jax.random.key(0), jnp.zeros((1,) + image_shape), train=False)
+            order.extend(_flat_shapes(v))  # a side effect at trace time: no compute
+            return v
+
+        ref = jax.eval_shape(init)
         ref = {"params": ref["params"], "batch_stats": ref.get("batch_stats", {})}
-        got = jax.tree.map(lambda x: tuple(x.shape), variables)
-        want = jax.tree.map(lambda x: tuple(x.shape), ref)
-        if got != want:
-            raise ValueError(f"checkpoint variables of {src} do not match model {name!r}")
+        first = _first_shape_difference(variables, ref, order)
+        if first is not None:
+            raise ValueError(_mismatch_message(src, name, saved_kwargs, kwargs, first))
     return jax.tree.map(jnp.asarray, variables)
+
+
+def _flat_shapes(variables: dict) -> dict[str, tuple]:
+    from flax.traverse_util import flatten_dict
+
+    return {"/".join(map(str, k)): tuple(v.shape)
+            for k, v in flatten_dict(dict(variables)).items()}
+
+
+def _first_shape_difference(got: dict, want: dict, model_order: list[str] = ()
+                            ) -> tuple[str, tuple | None, tuple | None] | None:
+    """(path, checkpoint shape, model shape) of the first variable whose shape differs or that
+    only one side has (None for the missing side; params before batch_stats, each in the
+    model's layer order `model_order`); None when all match."""
+    a, b = _flat_shapes(got), _flat_shapes(want)
+    order = [p for p in model_order if p in a or p in b]
+    order += [p for p in list(b) + list(a) if p not in order]
+    for path in sorted(order, key=lambda p: (not p.startswith("params/"), order.index(p))):
+        if a.get(path) != b.get(path):
+            return path, a.get(path), b.get(path)
+    return None
+
+
+def _mismatch_message(src: str, name: str, saved_kwargs: dict, kwargs: dict,
+                      first: tuple) -> str:
+    """One line: which kwarg differs from the run's record (if one does), the first variable
+    whose shape differs and both shapes."""
+    from ckd_jax.train.config import teacher_record
+
+    path, have, build = first
+    shape = lambda s: "nothing" if s is None else str(s)
+    where = f"checkpoint has {path} {shape(have)}, config builds {shape(build)}"
+    if have is None:
+        where = f"config builds {path} {shape(build)}, the checkpoint has no such variable"
+    elif build is None:
+        where = f"checkpoint has {path} {shape(have)}, the config builds no such variable"
+    keys = [k for k in sorted(set(saved_kwargs) | set(kwargs))
+            if saved_kwargs.get(k, _UNSET) != kwargs.get(k, _UNSET)]
+    record = teacher_record(src)
+    named = record[0] if record is not None else src
+    if keys:
+        return (f"teacher kwargs do not match {named}: {keys[0]}: {where} (the run recorded "
+                f"{saved_kwargs}, the config gives {kwargs}; leave teacher_kwargs unset to "
+                "take the recorded ones)")
+    return f"checkpoint variables of {src} do not match model {name!r} {kwargs}: {where}"
+
+
+_UNSET = object()
 
 
 def _restored_variables(raw: dict) -> dict:
