@@ -51,6 +51,15 @@ def teacher_record(checkpoint) -> tuple[str, dict] | None:
     return None
 
 
+def _spec_given_matches(saved, now) -> bool:
+    """A run records the full spec it used (`data_spec`, the fields derived from the data
+    included); a config that gives fewer fields matches when the fields it gives agree."""
+    if not isinstance(saved, dict) or not isinstance(now, (dict, type(None))):
+        return False
+    norm = lambda v: [float(a) for a in v] if isinstance(v, (list, tuple)) else v
+    return all(k in saved and norm(saved[k]) == norm(v) for k, v in (now or {}).items())
+
+
 def _without_invariant_fields(fields: dict) -> dict:
     """A config's JSON fields less RESULT_INVARIANT_FIELDS."""
     return {k: v for k, v in fields.items() if k not in RESULT_INVARIANT_FIELDS}
@@ -99,6 +108,11 @@ class DistillConfig:
     dataset: str = "digits"
     data_path: str | None = None
     data_dir: str | None = None
+    # Preprocessing (docs/data.md): any of crop_size, padding, flip, mean, std, eval_crop over
+    # the dataset's registered spec; for a dataset without one (an .npz of your own, images in
+    # memory) the rest is derived from the training images (side, side // 8, no flip, their
+    # per-channel mean and std), computed once and recorded in the run's config.json.
+    data_spec: dict | None = None
     subset_size: int | None = 250
     budget: int | None = None  # alternative to subset_size: B teacher calls (S = B / 0.8)
     labelled_remainder: bool = False  # rest of the train split keeps labels (CE), no teacher
@@ -223,8 +237,12 @@ class DistillConfig:
         # A field an older config.json lacks had its default then (new fields keep the old
         # behaviour as their default), so a run saved before it was added still matches.
         default = DistillConfig().results_dict()
-        return sorted(k for k in set(saved) | set(now)
-                      if k not in PATH_FIELDS and saved.get(k, default.get(k)) != now.get(k))
+        changed = sorted(k for k in set(saved) | set(now)
+                         if k not in PATH_FIELDS and saved.get(k, default.get(k)) != now.get(k))
+        if "data_spec" in changed and _spec_given_matches(saved.get("data_spec"),
+                                                          now.get("data_spec")):
+            changed.remove("data_spec")
+        return changed
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""
@@ -252,6 +270,9 @@ class DistillConfig:
         choice("member_loop", self.member_loop, ("auto", "vmap", "sequential"))
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
+        from ckd_jax.data.specs import check_spec_dict
+
+        check_spec_dict(self.data_spec)
         if self.calibration == "table":
             from ckd_jax.train.methods import build_method
 

@@ -81,6 +81,10 @@ class TeacherConfig:
     dataset: str = "digits"
     model: str = "tiny_cnn"
     model_kwargs: dict = field(default_factory=dict)
+    # Preprocessing: any of crop_size, padding, flip, mean, std, eval_crop over the dataset's
+    # registered spec; for data without one the rest is derived from the training images
+    # (docs/data.md). The spec used is recorded in teacher.json (`data_spec`).
+    data_spec: dict | None = None
     out: str | None = None  # run directory; None = keep nothing on disk (no checkpoints)
     data_dir: str | None = None
     data_path: str | None = None
@@ -161,6 +165,9 @@ class TeacherConfig:
                              f"{c.epoch_loop!r}")
         if not isinstance(c.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict, got {c.model_kwargs!r}")
+        from ckd_jax.data.specs import check_spec_dict
+
+        check_spec_dict(c.data_spec)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
@@ -262,13 +269,21 @@ def _lr_of_step(c: TeacherConfig, spec: StepSpec, step: int) -> float:
 
 # ----------------------------------------------------------------------------- data and run dir
 def _load_data(c: TeacherConfig):
-    from ckd_jax.data import dataset_names, dataset_spec, load_train_test
+    from ckd_jax.data import dataset_names, load_train_test
 
     if c.dataset not in dataset_names():
         raise ValueError(f"unknown dataset {c.dataset!r}; available: {', '.join(dataset_names())}")
-    spec = dataset_spec(c.dataset)
     train, test = load_train_test(c.dataset, data_dir=c.data_dir, path=c.data_path)
-    return train, test, spec
+    return train, test, _spec_of(c, train)
+
+
+def _spec_of(c: TeacherConfig, train: Any):
+    """`c.data_spec` over the registered spec of the data's name, or derived from the training
+    images for data without one (`ckd_jax.data.resolve_spec`)."""
+    from ckd_jax.data import resolve_spec
+
+    return resolve_spec(getattr(train, "name", c.dataset), np.asarray(train.images),
+                        c.data_spec)
 
 
 def _check_split(name: str, split: Any) -> None:
@@ -367,9 +382,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         train, test, data_spec = _load_data(c)
         spec = spec or data_spec
     elif spec is None:
-        from ckd_jax.data import dataset_spec
-
-        spec = dataset_spec(c.dataset)
+        spec = _spec_of(c, train)
     _check_split("train", train)
     _check_split("test", test)
     num_classes = _num_classes(train)
@@ -471,6 +484,8 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         if ckpt is not None:
             ckpt.close()
 
+    from ckd_jax.data import spec_dict
+
     variables = _member_variables(state.params["student"], state.batch_stats)
     if history:
         last = history[-1]
@@ -488,7 +503,8 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                    "wall_time_s": round(wall, 2),
                    "train_time_s": round(sum(r["epoch_time_s"] for r in history), 2),
                    "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-                   "compute_dtype": step_spec.compute_dtype, "config": c.to_dict()}
+                   "compute_dtype": step_spec.compute_dtype, "config": c.to_dict(),
+                   "data_spec": spec_dict(spec)}
         from ckd_jax.files import write_json
 
         write_json(os.path.join(run_dir, SUMMARY_FILE), summary, indent=2)
