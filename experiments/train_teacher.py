@@ -10,9 +10,9 @@ Examples (from the repository root):
   python experiments/train_teacher.py --dataset cifar100 --data-dir ~/data --model resnet110 \\
       --recipe paper --out runs/teacher_resnet110
 
-  # the fast recipe (batch 512, lr 0.4, one-cycle, bf16 on GPU) on the shared CIFAR-10 JPEGs
-  python experiments/train_teacher.py --dataset cifar10_jpeg \\
-      --path ../shared/data/cifar10_jpeg.npz --model resnet8 --recipe fast --epochs 3 \\
+  # the fast recipe (batch 512, lr 0.4, one-cycle, bf16 on GPU) on CIFAR-10 via TFDS
+  python experiments/train_teacher.py --dataset tfds:cifar10 \\
+      --data-dir /data/tensorflow_datasets --model resnet8 --recipe fast --epochs 3 \\
       --out runs/teacher_c10
 
   # your own data: an .npz (docs/data.md); the spec is derived from its training images

@@ -1,6 +1,7 @@
 """`DistillConfig`: every knob of a student-distillation run, with the paper's defaults.
 
-One frozen dataclass is the single place where the hyper-parameters of PAPER.md are visible.
+One frozen dataclass is the single place where the hyper-parameters of the paper
+(docs/method.md) are visible.
 `validate()` checks everything that can be checked without data, so a bad configuration fails
 before any file is written or any array is built. Config files under `experiments/configs/`
 return instances of it; the CLIs accept `--set key=value` overrides through `apply_overrides`.

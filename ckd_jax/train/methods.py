@@ -8,7 +8,8 @@ outputs and the cached teacher outputs. The training loop
 (`ckd_jax.train.engine`) never branches on a method's name: adding a method means adding a
 builder to `_BUILDERS`, nothing else.
 
-Every loss comes from `ckd_jax.losses`; the weights are the paper's (PAPER.md "Baselines").
+Every loss comes from `ckd_jax.losses`; the weights are the paper's
+(docs/method.md, "The baselines").
 """
 
 from __future__ import annotations
