@@ -487,4 +487,6 @@ def build_method(cfg) -> Method:
     """The `Method` for a (validated) `DistillConfig`."""
     if cfg.method not in _BUILDERS:
         raise ValueError(f"unknown method {cfg.method!r}; available: {', '.join(_BUILDERS)}")
+    if hasattr(cfg, "with_teacher"):  # teacher None: the recorded or default one (config.py)
+        cfg = cfg.with_teacher()
     return _BUILDERS[cfg.method](cfg)
