@@ -367,7 +367,8 @@ class Checkpointer:
 
         `template` (a pytree like the saved state: concrete arrays or `jax.ShapeDtypeStruct`)
         fixes structure, dtypes and shardings (typed PRNG keys are re-wrapped). Without it the
-        saved tree comes back as nested dicts/lists of arrays, keys as raw uint32 data.
+        saved tree comes back as nested dicts/lists of arrays on this process's first device
+        (whatever device count wrote it), keys as raw uint32 data.
         A damaged step is `DamagedFile` (one line naming its directory), never orbax's trace.
         """
         if step not in self._manager.all_steps():
@@ -375,7 +376,9 @@ class Checkpointer:
                                     f"available: {self.all_steps()}")
         self.check_step(step)
         if template is None:
-            args = ocp.args.StandardRestore()
+            # Every array onto this process's first device: a checkpoint written on another
+            # number of devices (an 8-GPU run read on a laptop) restores too.
+            args = ocp.args.StandardRestore(self._local_template(step))
         else:
             args = ocp.args.StandardRestore(_abstract(template))
         try:
@@ -388,6 +391,20 @@ class Checkpointer:
                               f"damaged: it cannot be read ({_one_line(e)})") from e
         state = out[_STATE]
         return state if template is None else _rewrap_keys(template, state)
+
+    def _local_template(self, step: int) -> Any:
+        """The saved tree's shapes and dtypes on one local device (from orbax's metadata);
+        None when the metadata cannot be read (orbax's own restore then decides)."""
+        from etils import epath
+
+        try:
+            meta = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(self.directory) / str(step) / _STATE)
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
+                                                               sharding=device), meta)
+        except Exception:  # an old or damaged layout: no template, as before
+            return None
 
     def extra(self, step: int) -> dict | None:
         """The JSON `extra` dict saved with `step` (None if none was saved)."""

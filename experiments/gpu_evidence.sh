@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Issue "Evidence on a GPU": the prepared device run, sized for the 15 minutes of device time a
-# lent H100/H200 gives (machine start included). Everything here runs on CPU first with QUICK=1.
+# A first GPU run, sized for about 15 minutes on one H100/H200-class GPU (start-up included):
+# the throughput benchmark against its limit, a resnet110 teacher with the fast recipe, then as
+# many cells of a CIFAR-10 sweep (resnet110 -> resnet32, ten methods, S = 2000 and 6000, seeds
+# 1-3, the LR grid) as fit. Everything here runs on CPU first with QUICK=1 (tiny settings).
 #
-# On the device machine (its image has jax 0.11 + CUDA, flax, optax, orbax, chex; nothing to
-# install), from the repository root, with the CIFAR-10 JPEG file copied to an ignored folder
-# and carried (56 MB; the checkout must stay under 64 MiB with it):
-#   mkdir -p .data && cp ../shared/data/cifar10_jpeg.npz .data/    # here, before the call
-#   device run, carry [".data"]:  OUT=$OUT bash experiments/gpu_evidence.sh
+# From the repository root, with a JPEG-encoded CIFAR-10 file at $DATA (default
+# .data/cifar10_jpeg.npz; experiments/make_cifar10_jpeg.py writes one from the official archive):
+#   OUT=runs/gpu_evidence bash experiments/gpu_evidence.sh
 # Writes under $OUT: bench.md/json (throughput against the limit), teacher.log, sweep.log,
 # report/table.md, report/table.csv, report/plot.png, results.jsonl.
 #
-# Budget (estimates, not measured: no GPU was lent while this was written): benchmark ~2 min,
-# resnet110 teacher with the fast recipe ~3 min, then as many sweep cells as fit; the sweep is
-# resumable, so a second call continues where the first stopped. MAX_EPOCHS caps the paper's
-# 1000-pseudo-epoch protocol for this budget and is recorded in every cell's config.json.
+# Budget (estimates; not measured on a GPU): benchmark ~2 min, resnet110 teacher with the fast
+# recipe ~3 min, then as many sweep cells as fit; the sweep is resumable, so a second call
+# continues where the first stopped. MAX_EPOCHS caps the paper's 1000-pseudo-epoch protocol for
+# this budget and is recorded in every cell's config.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

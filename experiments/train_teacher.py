@@ -10,10 +10,14 @@ Examples (from the repository root):
   python experiments/train_teacher.py --dataset cifar100 --data-dir ~/data --model resnet110 \\
       --recipe paper --out runs/teacher_resnet110
 
-  # the fast recipe (batch 512, lr 0.4, one-cycle, bf16 on GPU) on the shared CIFAR-10 JPEGs
-  python experiments/train_teacher.py --dataset cifar10_jpeg \\
-      --path ../shared/data/cifar10_jpeg.npz --model resnet8 --recipe fast --epochs 3 \\
+  # the fast recipe (batch 512, lr 0.4, one-cycle, bf16 on GPU) on CIFAR-10 via TFDS
+  python experiments/train_teacher.py --dataset tfds:cifar10 \\
+      --data-dir /data/tensorflow_datasets --model resnet8 --recipe fast --epochs 3 \\
       --out runs/teacher_c10
+
+  # your own data: an .npz (docs/data.md); the spec is derived from its training images
+  python experiments/train_teacher.py --dataset npz --path my.npz --model tiny_cnn \
+      --epochs 5 --flip --out runs/teacher_my
 
   # continue an interrupted run
   python experiments/train_teacher.py ... --out runs/teacher_c10 --resume
@@ -58,6 +62,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--compute-dtype", default=None, choices=["float32", "bfloat16", "auto"])
     p.add_argument("--model-kwargs", default="{}", help="JSON dict passed to create_model")
+    g = p.add_argument_group(
+        "preprocessing", "override the dataset's registered spec; for data without one (your "
+        ".npz) unset fields are derived from the training images: crop = image side, padding = "
+        "side // 8, no flip, mean/std of the training split (docs/data.md)")
+    g.add_argument("--crop-size", type=int, default=None, help="random training crop side")
+    g.add_argument("--padding", type=int, default=None, help="zero padding before the crop")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (--no-flip: none)")
+    g.add_argument("--mean", default=None, help="per-channel mean on [0, 1], comma-separated")
+    g.add_argument("--std", default=None, help="per-channel std on [0, 1], comma-separated")
+    g.add_argument("--eval-crop", type=int, default=None,
+                   help="centre crop side for evaluation (default: the whole image)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-batch-size", type=int, default=1000)
     p.add_argument("--epoch-loop", default="auto", choices=["auto", "scan", "python"],
@@ -82,9 +98,21 @@ def config_from_args(a: argparse.Namespace):
         except ValueError as e:
             raise ValueError(f"--milestones must be comma-separated ints, got "
                              f"{a.milestones!r}") from e
+    data_spec = {}
+    for key in ("crop_size", "padding", "flip", "eval_crop"):
+        if getattr(a, key) is not None:
+            data_spec[key] = getattr(a, key)
+    for key in ("mean", "std"):
+        if getattr(a, key) is not None:
+            try:
+                data_spec[key] = [float(v) for v in getattr(a, key).split(",")]
+            except ValueError as e:
+                raise ValueError(f"--{key} must be comma-separated numbers, got "
+                                 f"{getattr(a, key)!r}") from e
     out = a.out or os.path.join("runs", f"teacher_{a.dataset.replace(':', '_')}_{a.model}")
     return TeacherConfig(
-        dataset=a.dataset, model=a.model, model_kwargs=model_kwargs, out=out,
+        dataset=a.dataset, model=a.model, model_kwargs=model_kwargs,
+        data_spec=data_spec or None, out=out,
         data_dir=a.data_dir, data_path=a.path, recipe=a.recipe, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
         nesterov=a.nesterov, schedule=a.schedule, milestones=milestones, lr_factor=a.lr_factor,

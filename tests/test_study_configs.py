@@ -42,7 +42,7 @@ def test_there_are_two_studies():
 
 @pytest.mark.parametrize("path", STUDIES, ids=os.path.basename)
 def test_study_docstring_commands_match_the_config(path):
-    config = load_config_file(path)
+    config = load_config_file(path).with_teacher()  # teacher_kwargs None: {}
     sweep = _docstring_command(path, "sweep.py")
     methods = _flag(sweep, "--methods").split(",")
     unknown = [m for m in methods if m not in VARIANTS]
@@ -67,7 +67,7 @@ def test_study_docstring_commands_match_the_config(path):
 
 @pytest.mark.parametrize("path", STUDIES, ids=os.path.basename)
 def test_study_student_is_smaller_than_its_teacher(path):
-    config = load_config_file(path)
+    config = load_config_file(path).with_teacher()  # teacher_kwargs None: {}
     shape = SHAPES[config.dataset]
     n_student = param_count(config.student, 10, input_shape=shape, **config.student_kwargs)
     n_teacher = param_count(config.teacher, 10, input_shape=shape, **config.teacher_kwargs)

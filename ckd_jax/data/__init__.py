@@ -14,11 +14,24 @@ from ckd_jax.data.sources import (
     read_idx,
     records_to_arrays,
 )
-from ckd_jax.data.specs import DATASET_STATS, DatasetSpec, dataset_spec, eval_view, train_view
+from ckd_jax.data.specs import (
+    DATASET_STATS,
+    SPEC_FIELDS,
+    DatasetSpec,
+    dataset_spec,
+    default_spec,
+    eval_view,
+    has_spec,
+    image_stats,
+    resolve_spec,
+    spec_dict,
+    train_view,
+)
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASET_STATS", "DIGITS_SPLIT_SEED", "DatasetSpec",
-    "ImageSet", "dataset_names", "dataset_spec", "decode_images", "default_cache_dir",
-    "eval_view", "load_dataset", "load_train_test", "read_idx", "records_to_arrays",
+    "ImageSet", "SPEC_FIELDS", "dataset_names", "dataset_spec", "decode_images",
+    "default_cache_dir", "default_spec", "eval_view", "has_spec", "image_stats", "load_dataset",
+    "load_train_test", "read_idx", "records_to_arrays", "resolve_spec", "spec_dict",
     "train_view",
 ]

@@ -30,6 +30,7 @@ from .relational import (
     dist_loss,
     rkd_loss,
 )
+from .sampling import sample_tuples
 from .whitebox import (
     CCEmbed,
     HintRegressor,
@@ -72,6 +73,7 @@ __all__ = [
     "mixup3_inputs",
     "mixup_inputs",
     "rkd_loss",
+    "sample_tuples",
     "soft_cross_entropy",
     "split_groups",
     "vid_log_scale_init",

@@ -88,6 +88,35 @@ def _key_name(k) -> str:
     return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
 
 
+def _takes_train(fn: Callable) -> bool:
+    """Whether `fn` accepts a `train` keyword. For a flax `module.apply` (bound method of a
+    Module) the module's `__call__` decides, since `apply` itself takes any keyword."""
+    import inspect
+
+    owner = getattr(fn, "__self__", None)
+    try:
+        import flax.linen as nn
+
+        if isinstance(owner, nn.Module) and getattr(fn, "__name__", "") == "apply":
+            fn = type(owner).__call__
+    except ImportError:  # pragma: no cover - flax is a dependency
+        pass
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume the zoo's convention
+        return True
+    return any(p.name == "train" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def eval_apply(apply_fn: Callable) -> Callable:
+    """`f(variables, x)` calling `apply_fn` in eval mode: `apply_fn(variables, x, train=False)`
+    when it accepts a `train` keyword (the zoo's models), else `apply_fn(variables, x)` (any
+    plain flax module or function)."""
+    if _takes_train(apply_fn):
+        return lambda variables, x: apply_fn(variables, x, train=False)
+    return lambda variables, x: apply_fn(variables, x)
+
+
 def find_head_bias(apply_fn: Callable, variables: dict, probe_inputs: Array) -> tuple:
     """Path (tuple of keys into `variables["params"]`) of the classifier's output bias.
 
@@ -96,7 +125,8 @@ def find_head_bias(apply_fn: Callable, variables: dict, probe_inputs: Array) -> 
     bias does; a BatchNorm shift or a hidden layer's bias does not). Raises if there is not
     exactly one such parameter (a network without an output bias cannot fold the offset).
     """
-    base = apply_fn(variables, probe_inputs, train=False)
+    run = eval_apply(apply_fn)
+    base = run(variables, probe_inputs)
     c = base.shape[-1]
     delta = jnp.asarray(np.random.default_rng(0).normal(size=c), base.dtype)
     found = []
@@ -104,7 +134,7 @@ def find_head_bias(apply_fn: Callable, variables: dict, probe_inputs: Array) -> 
         if not path or _key_name(path[-1]) != "bias" or leaf.shape != (c,):
             continue
         keys = tuple(_key_name(k) for k in path)
-        moved = apply_fn(_with_leaf(variables, keys, leaf + delta), probe_inputs, train=False)
+        moved = run(_with_leaf(variables, keys, leaf + delta), probe_inputs)
         if np.allclose(np.asarray(moved - base), np.asarray(delta)[None, :], atol=1e-4,
                        rtol=1e-4):
             found.append(keys)
@@ -131,7 +161,8 @@ def fold_offset_into_head(apply_fn: Callable, variables: dict, offset: Array,
     """Variables of an ordinary network whose logits are the calibrated `logits - offset`.
 
     Args:
-      apply_fn: `model.apply`, called as `apply_fn(variables, x, train=False)`.
+      apply_fn: any `f(variables, x)` returning logits, e.g. a flax `model.apply`; called
+        with `train=False` only when it accepts a `train` keyword (`eval_apply`).
       variables: {"params": ..., "batch_stats"?: ...} of one network (no member axis).
       offset: [C] from `estimate_logit_offset`.
       probe_inputs: a few inputs of the model's shape (e.g. two normalised images), used only

@@ -86,7 +86,7 @@ def kd_loss(
 
     Formula: T^2 * mean_b sum_c p_bc (log p_bc - log q_bc), p = softmax(t/T), q = softmax(s/T),
     i.e. RepDistiller's ``DistillKL`` (``kl_div(..., size_average=False) * T^2 / B``).
-    Default T = 4 (PAPER.md / RepDistiller CIFAR-100).
+    Default T = 4 (the paper / RepDistiller CIFAR-100; docs/method.md).
     """
     check_rank("student_logits", student_logits, 2, "[B, C]")
     check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)

@@ -10,8 +10,9 @@ and normalises them with `mix_indices_weights`.
 Pairing differs from the authors' code in one respect: alextxu/ckd draws each pair (i, j) from a
 fixed pool of distinct ordered pairs of the teacher-labelled set (``MixupSample``), so a batch
 holds 2B images; here partners are a random permutation of the batch (the usual mixup/CutMix
-formulation, PAPER.md "pairs (i, j)"). Each image is still mixed with a uniformly random other
-sample and every target is a cached teacher output, so no extra teacher call is made.
+formulation; the paper says "pairs (i, j)", docs/method.md). Each image is still mixed
+with a uniformly random other sample and every target is a cached teacher output, so no
+extra teacher call is made.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """`DistillConfig`: every knob of a student-distillation run, with the paper's defaults.
 
-One frozen dataclass is the single place where the hyper-parameters of PAPER.md are visible.
+One frozen dataclass is the single place where the hyper-parameters of the paper
+(docs/method.md) are visible.
 `validate()` checks everything that can be checked without data, so a bad configuration fails
 before any file is written or any array is built. Config files under `experiments/configs/`
 return instances of it; the CLIs accept `--set key=value` overrides through `apply_overrides`.
@@ -27,6 +28,37 @@ RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds",
 # Where files lie: a moved or copied run must still match (docs/files.md). What they hold is
 # checked by content instead: the logit tables record the hash of their images and teacher.
 PATH_FIELDS = ("out_dir", "logit_table_dir", "data_path", "data_dir", "teacher_checkpoint")
+DEFAULT_TEACHER = "tiny_cnn"  # the teacher when neither the config nor a teacher.json names one
+TEACHER_RECORD = "teacher.json"  # what experiments/train_teacher.py writes into its run dir
+
+
+def teacher_record(checkpoint) -> tuple[str, dict] | None:
+    """(path, content) of the `teacher.json` of a `train_teacher.py` run dir named by
+    `checkpoint` (the run dir or its `checkpoints/` folder); None for None, a file (a
+    RepDistiller .pth), a missing path or a folder without one. A damaged teacher.json is a
+    one-line error (`ckd_jax.files.DamagedFile`)."""
+    import os
+
+    if checkpoint is None or not os.path.isdir(checkpoint):
+        return None
+    folder = os.path.abspath(os.fspath(checkpoint))
+    for where in (folder, os.path.dirname(folder)):
+        path = os.path.join(where, TEACHER_RECORD)
+        if os.path.isfile(path):
+            from ckd_jax.files import read_json
+
+            return path, read_json(path, what="teacher summary",
+                                   next_step="set teacher and teacher_kwargs explicitly")
+    return None
+
+
+def _spec_given_matches(saved, now) -> bool:
+    """A run records the full spec it used (`data_spec`, the fields derived from the data
+    included); a config that gives fewer fields matches when the fields it gives agree."""
+    if not isinstance(saved, dict) or not isinstance(now, (dict, type(None))):
+        return False
+    norm = lambda v: [float(a) for a in v] if isinstance(v, (list, tuple)) else v
+    return all(k in saved and norm(saved[k]) == norm(v) for k, v in (now or {}).items())
 
 
 def _without_invariant_fields(fields: dict) -> dict:
@@ -77,14 +109,21 @@ class DistillConfig:
     dataset: str = "digits"
     data_path: str | None = None
     data_dir: str | None = None
+    # Preprocessing (docs/data.md): any of crop_size, padding, flip, mean, std, eval_crop over
+    # the dataset's registered spec; for a dataset without one (an .npz of your own, images in
+    # memory) the rest is derived from the training images (side, side // 8, no flip, their
+    # per-channel mean and std), computed once and recorded in the run's config.json.
+    data_spec: dict | None = None
     subset_size: int | None = 250
     budget: int | None = None  # alternative to subset_size: B teacher calls (S = B / 0.8)
     labelled_remainder: bool = False  # rest of the train split keeps labels (CE), no teacher
     remainder_weight: float = 1.0
 
     # --- models ------------------------------------------------------------------------------
-    teacher: str = "tiny_cnn"
-    teacher_kwargs: dict = field(default_factory=dict)  # create_model kwargs (small models)
+    # teacher / teacher_kwargs None: the model and kwargs recorded in the teacher run dir's
+    # teacher.json (`teacher_checkpoint`), else "tiny_cnn" / {} (see `with_teacher`).
+    teacher: str | None = None
+    teacher_kwargs: dict | None = None  # create_model kwargs (small models)
     teacher_checkpoint: str | None = None  # teacher run dir (train_teacher.py) or RepDistiller .pth
     teacher_view: str = "augmented"  # the view the teacher labels: one augmented view (paper)
     logit_table_dir: str | None = None  # default: <out_dir>/logit_tables
@@ -143,6 +182,33 @@ class DistillConfig:
     def replace(self, **changes) -> DistillConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_teacher(self) -> DistillConfig:
+        """A copy with `teacher` and `teacher_kwargs` filled in.
+
+        A field left None takes the value recorded in the teacher run dir's `teacher.json`
+        (when `teacher_checkpoint` names a `train_teacher.py` run dir), else `DEFAULT_TEACHER`
+        / {}. An explicit `teacher` that differs from the recorded model is a one-line
+        ValueError; explicit kwargs that differ are checked against the checkpoint's shapes
+        when the teacher is loaded (`load_teacher`), where only a real mismatch fails.
+        """
+        record = teacher_record(self.teacher_checkpoint)
+        teacher, kwargs = self.teacher, self.teacher_kwargs
+        if record is not None:
+            path, info = record
+            model = info.get("model")
+            if teacher is not None and model is not None and teacher != model:
+                raise ValueError(f"teacher={teacher!r} does not match {path}: the checkpoint "
+                                 f"holds a {model!r} model; leave teacher unset to take the "
+                                 "model and its kwargs from there")
+            teacher = teacher or model
+            if kwargs is None:
+                kwargs = dict((info.get("config") or {}).get("model_kwargs") or {})
+        teacher = teacher or DEFAULT_TEACHER
+        kwargs = {} if kwargs is None else dict(kwargs)
+        if teacher == self.teacher and kwargs == self.teacher_kwargs:
+            return self
+        return dataclasses.replace(self, teacher=teacher, teacher_kwargs=kwargs)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["learning_rates"] = list(self.learning_rates)
@@ -168,12 +234,16 @@ class DistillConfig:
         saved = _without_invariant_fields(read_json(
             path, what="run config", next_step="the run cannot be checked against this "
             "command: use another out_dir, or delete that run folder to run it again"))
-        now = self.results_dict()
+        now = self.with_teacher().results_dict()
         # A field an older config.json lacks had its default then (new fields keep the old
         # behaviour as their default), so a run saved before it was added still matches.
         default = DistillConfig().results_dict()
-        return sorted(k for k in set(saved) | set(now)
-                      if k not in PATH_FIELDS and saved.get(k, default.get(k)) != now.get(k))
+        changed = sorted(k for k in set(saved) | set(now)
+                         if k not in PATH_FIELDS and saved.get(k, default.get(k)) != now.get(k))
+        if "data_spec" in changed and _spec_given_matches(saved.get("data_spec"),
+                                                          now.get("data_spec")):
+            changed.remove("data_spec")
+        return changed
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""
@@ -187,7 +257,10 @@ class DistillConfig:
 
         choice("method", self.method, method_names())
         choice("student", self.student, model_names())
-        choice("teacher", self.teacher, model_names())
+        resolved = self.with_teacher()  # teacher None: from teacher.json (an error if it clashes)
+        choice("teacher", resolved.teacher, model_names())
+        if not isinstance(resolved.teacher_kwargs, dict):
+            raise ValueError(f"teacher_kwargs={self.teacher_kwargs!r} must be a dict or None")
         choice("ckd_form", self.ckd_form, ("mse", "kl"))
         choice("ckd_combine", self.ckd_combine, ("diff", "add", "interp"))
         choice("mix_soft", self.mix_soft, ("ce", "kd"))
@@ -198,10 +271,13 @@ class DistillConfig:
         choice("member_loop", self.member_loop, ("auto", "vmap", "sequential"))
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
+        from ckd_jax.data.specs import check_spec_dict
+
+        check_spec_dict(self.data_spec)
         if self.calibration == "table":
             from ckd_jax.train.methods import build_method
 
-            if not build_method(self).uses_teacher:
+            if not build_method(resolved).uses_teacher:
                 raise ValueError(
                     f"calibration='table' needs a logit table, but method={self.method!r} "
                     "makes no teacher call and has none; use calibration='none'")
@@ -278,10 +354,10 @@ def _parse_value(text: str, current, annotation: str = ""):
         items = json.loads(text) if text.startswith("[") else text.split(",")
         kind = type(current[0]) if current else (int if "tuple[int" in annotation else float)
         return tuple(kind(v) for v in items)
-    if isinstance(current, dict):
-        return json.loads(text)
-    if text.lower() in ("none", "null"):
+    if text.lower() in ("none", "null") and not isinstance(current, dict):
         return None
+    if isinstance(current, dict) or annotation.startswith("dict"):
+        return json.loads(text)
     if isinstance(current, int):
         return int(text)
     if isinstance(current, float):

@@ -104,17 +104,22 @@ class _Prepared:
     """Everything checked and loaded before the first write (see module docstring)."""
 
     def __init__(self, config: DistillConfig, mesh, teacher_apply, teacher_variables,
-                 rebuild_tables: bool = False):
+                 rebuild_tables: bool = False, train=None, test=None):
         from ckd_jax.budget import select_budget
-        from ckd_jax.data import dataset_spec, load_train_test
 
         config.validate()
+        # teacher / teacher_kwargs left None: those recorded in the teacher run dir's
+        # teacher.json; the resolved values are what config.json and the tables record.
+        config = config.with_teacher()
+        self.train, self.test = _load_data(config, train, test)
+        if train is not None:  # in-memory data: the run records the data's own name
+            config = config.replace(dataset=self.train.name)
+        self.spec, recorded = _data_spec(config, self.train)
+        if recorded is not None:  # derived from the data (or completed): config.json says so
+            config = config.replace(data_spec=recorded)
         self.config = config
         self.method = build_method(config)
         self.mesh = mesh
-        self.train, self.test = load_train_test(config.dataset, data_dir=config.data_dir,
-                                                path=config.data_path)
-        self.spec = dataset_spec(self.train.name)
         self.num_classes = self.train.num_classes
         self.out_dir = config.out_dir
         table_dir = config.logit_table_dir or (
@@ -161,7 +166,7 @@ class _Prepared:
             from ckd_jax.train.supervised import load_teacher
             self.teacher_variables = load_teacher(config.teacher_checkpoint, config.teacher,
                                                   self.num_classes,
-                                                  model_kwargs=config.teacher_kwargs or None)
+                                                  model_kwargs=config.teacher_kwargs)
         if self.teacher_variables is not None and self.teacher_apply is None:
             self.teacher_apply = create_model(config.teacher, self.num_classes,
                                               **config.teacher_kwargs).apply
@@ -263,6 +268,40 @@ class _Prepared:
         return data, stack("val_images"), stack("val_labels")
 
 
+def _load_data(config: DistillConfig, train, test):
+    """(train, test) ImageSets: those given in memory (both, checked), else loaded from
+    `config.dataset` / `data_path` / `data_dir`."""
+    from ckd_jax.data import ImageSet, load_train_test
+
+    if (train is None) != (test is None):
+        raise ValueError("pass both train= and test= (ImageSets), or neither")
+    if train is None:
+        return load_train_test(config.dataset, data_dir=config.data_dir, path=config.data_path)
+    for name, split in (("train", train), ("test", test)):
+        if not isinstance(split, ImageSet):
+            raise TypeError(f"{name} must be a ckd_jax.data.ImageSet (uint8 [N, H, W, C] "
+                            f"images, labels, class_names, name), got {type(split).__name__}")
+    if train.image_shape != test.image_shape:
+        raise ValueError(f"train images are {train.image_shape} but test images are "
+                         f"{test.image_shape}")
+    if train.class_names != test.class_names:
+        raise ValueError(f"train and test class names differ ({train.num_classes} vs "
+                         f"{test.num_classes} classes)")
+    return train, test
+
+
+def _data_spec(config: DistillConfig, train):
+    """(spec, what config.json records as data_spec or None to keep the config's): the
+    registered spec of the dataset under `config.data_spec`, or for a dataset without one the
+    spec derived from the training split (`ckd_jax.data.resolve_spec`), recorded in full."""
+    from ckd_jax.data import has_spec, resolve_spec, spec_dict
+
+    spec = resolve_spec(train.name, train.images, config.data_spec)
+    if has_spec(train.name) and not config.data_spec:
+        return spec, None
+    return spec, spec_dict(spec)
+
+
 @contextlib.contextmanager
 def _table_lock(table_path: str):
     """An exclusive lock on the table's folder (fcntl.flock on the directory itself, so no lock
@@ -293,7 +332,7 @@ def _json_default(x):
 def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
                      teacher_apply=None, teacher_variables=None,
                      stop_after_epochs: int | None = None, on_epoch=None,
-                     rebuild_tables: bool = False) -> dict:
+                     rebuild_tables: bool = False, train=None, test=None) -> dict:
     """Train the population described by `config`; returns the summary dict.
 
     Args:
@@ -309,13 +348,18 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
         (evaluation, protocol, logging, checkpoint), e.g. to time the whole loop.
       rebuild_tables: rebuild the logit tables that are damaged or do not match this run
         (`--rebuild-tables`; the cost is printed first). Without it such a table is an error.
+      train, test: the data in memory (`ckd_jax.data.ImageSet`s, both) instead of loading
+        `config.dataset`; the run records `train.name` as its dataset (it names the logit
+        tables, which also record a hash of the images). Preprocessing: `config.data_spec` over
+        the registered spec of that name, or derived from `train` (docs/data.md).
     """
     mesh = S.make_mesh() if mesh is None else mesh
     if jax.process_count() > 1 and config.out_dir is not None and config.checkpoint_every:
         raise ValueError(f"checkpoint_every={config.checkpoint_every} with "
                          f"{jax.process_count()} processes: checkpoints of a multi-process run "
                          "are not supported; set checkpoint_every=0")
-    prep = _Prepared(config, mesh, teacher_apply, teacher_variables, rebuild_tables)
+    prep = _Prepared(config, mesh, teacher_apply, teacher_variables, rebuild_tables,
+                     train=train, test=test)
     cfg = prep.config
 
     created_out = False

@@ -8,7 +8,8 @@ outputs and the cached teacher outputs. The training loop
 (`ckd_jax.train.engine`) never branches on a method's name: adding a method means adding a
 builder to `_BUILDERS`, nothing else.
 
-Every loss comes from `ckd_jax.losses`; the weights are the paper's (PAPER.md "Baselines").
+Every loss comes from `ckd_jax.losses`; the weights are the paper's
+(docs/method.md, "The baselines").
 """
 
 from __future__ import annotations
@@ -486,4 +487,6 @@ def build_method(cfg) -> Method:
     """The `Method` for a (validated) `DistillConfig`."""
     if cfg.method not in _BUILDERS:
         raise ValueError(f"unknown method {cfg.method!r}; available: {', '.join(_BUILDERS)}")
+    if hasattr(cfg, "with_teacher"):  # teacher None: the recorded or default one (config.py)
+        cfg = cfg.with_teacher()
     return _BUILDERS[cfg.method](cfg)

@@ -1,11 +1,11 @@
 """The paper's early-stopping protocol, per population member, on the host.
 
-PAPER.md, "Protocol": after every pseudo-epoch evaluate validation accuracy; on a strict
-improvement keep the weights and record the test accuracy; after `patience` pseudo-epochs
-without improvement reload the best weights and divide the learning rate by 10; stop at the
-`max_plateaus`-th such plateau (the paper: the third) or after `max_epochs` pseudo-epochs.
-The reported number is the test accuracy at the best validation point; the last epoch's test
-accuracy is recorded too, so the protocol is never ambiguous.
+The paper's protocol (docs/method.md): after every pseudo-epoch evaluate validation accuracy;
+on a strict improvement keep the weights and record the test accuracy; after `patience`
+pseudo-epochs without improvement reload the best weights and divide the learning rate by 10;
+stop at the `max_plateaus`-th such plateau (the paper: the third) or after `max_epochs`
+pseudo-epochs. The reported number is the test accuracy at the best validation point; the last
+epoch's test accuracy is recorded too, so the protocol is never ambiguous.
 
 `schedule="cosine"` is the fixed-length option: no reloads, stop after `epochs`, the learning
 rate follows a cosine inside the compiled step; best-validation and last values are both kept.

@@ -81,6 +81,10 @@ class TeacherConfig:
     dataset: str = "digits"
     model: str = "tiny_cnn"
     model_kwargs: dict = field(default_factory=dict)
+    # Preprocessing: any of crop_size, padding, flip, mean, std, eval_crop over the dataset's
+    # registered spec; for data without one the rest is derived from the training images
+    # (docs/data.md). The spec used is recorded in teacher.json (`data_spec`).
+    data_spec: dict | None = None
     out: str | None = None  # run directory; None = keep nothing on disk (no checkpoints)
     data_dir: str | None = None
     data_path: str | None = None
@@ -161,6 +165,9 @@ class TeacherConfig:
                              f"{c.epoch_loop!r}")
         if not isinstance(c.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict, got {c.model_kwargs!r}")
+        from ckd_jax.data.specs import check_spec_dict
+
+        check_spec_dict(c.data_spec)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
@@ -262,13 +269,21 @@ def _lr_of_step(c: TeacherConfig, spec: StepSpec, step: int) -> float:
 
 # ----------------------------------------------------------------------------- data and run dir
 def _load_data(c: TeacherConfig):
-    from ckd_jax.data import dataset_names, dataset_spec, load_train_test
+    from ckd_jax.data import dataset_names, load_train_test
 
     if c.dataset not in dataset_names():
         raise ValueError(f"unknown dataset {c.dataset!r}; available: {', '.join(dataset_names())}")
-    spec = dataset_spec(c.dataset)
     train, test = load_train_test(c.dataset, data_dir=c.data_dir, path=c.data_path)
-    return train, test, spec
+    return train, test, _spec_of(c, train)
+
+
+def _spec_of(c: TeacherConfig, train: Any):
+    """`c.data_spec` over the registered spec of the data's name, or derived from the training
+    images for data without one (`ckd_jax.data.resolve_spec`)."""
+    from ckd_jax.data import resolve_spec
+
+    return resolve_spec(getattr(train, "name", c.dataset), np.asarray(train.images),
+                        c.data_spec)
 
 
 def _check_split(name: str, split: Any) -> None:
@@ -367,9 +382,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         train, test, data_spec = _load_data(c)
         spec = spec or data_spec
     elif spec is None:
-        from ckd_jax.data import dataset_spec
-
-        spec = dataset_spec(c.dataset)
+        spec = _spec_of(c, train)
     _check_split("train", train)
     _check_split("test", test)
     num_classes = _num_classes(train)
@@ -471,6 +484,8 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         if ckpt is not None:
             ckpt.close()
 
+    from ckd_jax.data import spec_dict
+
     variables = _member_variables(state.params["student"], state.batch_stats)
     if history:
         last = history[-1]
@@ -488,7 +503,8 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                    "wall_time_s": round(wall, 2),
                    "train_time_s": round(sum(r["epoch_time_s"] for r in history), 2),
                    "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-                   "compute_dtype": step_spec.compute_dtype, "config": c.to_dict()}
+                   "compute_dtype": step_spec.compute_dtype, "config": c.to_dict(),
+                   "data_spec": spec_dict(spec)}
         from ckd_jax.files import write_json
 
         write_json(os.path.join(run_dir, SUMMARY_FILE), summary, indent=2)
@@ -517,7 +533,9 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
       num_classes: classifier width; must match the checkpoint.
       which: "last" (final epoch, default) or "best" (best test accuracy; leaks the test set
         if used for model selection).
-      model_kwargs: extra `create_model` arguments the run used.
+      model_kwargs: extra `create_model` arguments; None (default) = those the run recorded.
+        A real mismatch (a variable whose shape differs) is a one-line ValueError naming the
+        first differing kwarg and variable with both shapes.
 
     Raises:
       FileNotFoundError / ValueError with the offending value before anything is restored.
@@ -558,17 +576,71 @@ def load_teacher(source: str | os.PathLike, name: str, num_classes: int, *,
         ck.close()
     variables = _restored_variables(raw)
     image_shape = tuple(extra.get("image_shape", ()))
+    saved_kwargs = dict(saved_cfg.get("model_kwargs") or {})
+    kwargs = saved_kwargs if model_kwargs is None else dict(model_kwargs)
     if image_shape:  # check every shape against a freshly built model
-        model = create_model(name, num_classes, **(model_kwargs or saved_cfg.get("model_kwargs")
-                                                   or {}))
-        ref = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                                jnp.zeros((1,) + image_shape), train=False))
+        model = create_model(name, num_classes, **kwargs)
+        order: list[str] = []  # the model's variables in creation (layer) order
+
+        def init():
+            v = model.init(jax.random.key(0), jnp.zeros((1,) + image_shape), train=False)
+            order.extend(_flat_shapes(v))  # a side effect at trace time: no compute
+            return v
+
+        ref = jax.eval_shape(init)
         ref = {"params": ref["params"], "batch_stats": ref.get("batch_stats", {})}
-        got = jax.tree.map(lambda x: tuple(x.shape), variables)
-        want = jax.tree.map(lambda x: tuple(x.shape), ref)
-        if got != want:
-            raise ValueError(f"checkpoint variables of {src} do not match model {name!r}")
+        first = _first_shape_difference(variables, ref, order)
+        if first is not None:
+            raise ValueError(_mismatch_message(src, name, saved_kwargs, kwargs, first))
     return jax.tree.map(jnp.asarray, variables)
+
+
+def _flat_shapes(variables: dict) -> dict[str, tuple]:
+    from flax.traverse_util import flatten_dict
+
+    return {"/".join(map(str, k)): tuple(v.shape)
+            for k, v in flatten_dict(dict(variables)).items()}
+
+
+def _first_shape_difference(got: dict, want: dict, model_order: list[str] = ()
+                            ) -> tuple[str, tuple | None, tuple | None] | None:
+    """(path, checkpoint shape, model shape) of the first variable whose shape differs or that
+    only one side has (None for the missing side; params before batch_stats, each in the
+    model's layer order `model_order`); None when all match."""
+    a, b = _flat_shapes(got), _flat_shapes(want)
+    order = [p for p in model_order if p in a or p in b]
+    order += [p for p in list(b) + list(a) if p not in order]
+    for path in sorted(order, key=lambda p: (not p.startswith("params/"), order.index(p))):
+        if a.get(path) != b.get(path):
+            return path, a.get(path), b.get(path)
+    return None
+
+
+def _mismatch_message(src: str, name: str, saved_kwargs: dict, kwargs: dict,
+                      first: tuple) -> str:
+    """One line: which kwarg differs from the run's record (if one does), the first variable
+    whose shape differs and both shapes."""
+    from ckd_jax.train.config import teacher_record
+
+    path, have, build = first
+    shape = lambda s: "nothing" if s is None else str(s)
+    where = f"checkpoint has {path} {shape(have)}, config builds {shape(build)}"
+    if have is None:
+        where = f"config builds {path} {shape(build)}, the checkpoint has no such variable"
+    elif build is None:
+        where = f"checkpoint has {path} {shape(have)}, the config builds no such variable"
+    keys = [k for k in sorted(set(saved_kwargs) | set(kwargs))
+            if saved_kwargs.get(k, _UNSET) != kwargs.get(k, _UNSET)]
+    record = teacher_record(src)
+    named = record[0] if record is not None else src
+    if keys:
+        return (f"teacher kwargs do not match {named}: {keys[0]}: {where} (the run recorded "
+                f"{saved_kwargs}, the config gives {kwargs}; leave teacher_kwargs unset to "
+                "take the recorded ones)")
+    return f"checkpoint variables of {src} do not match model {name!r} {kwargs}: {where}"
+
+
+_UNSET = object()
 
 
 def _restored_variables(raw: dict) -> dict:

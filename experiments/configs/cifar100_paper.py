@@ -1,4 +1,4 @@
-"""The paper's CIFAR-100 protocol (PAPER.md "Protocol"), resnet110 -> resnet32.
+"""The paper's CIFAR-100 protocol (docs/method.md, "The protocol"), resnet110 -> resnet32.
 
 Launch (needs CIFAR-100 locally: a prepared TFDS data_dir or the official archive, and a
 teacher: a RepDistiller checkpoint `resnet110_vanilla/ckpt_epoch_240.pth` or a run dir of
@@ -11,7 +11,7 @@ Every knob below is the paper's: subsets S in {2000, ..., 6000} (80% teacher-lab
 momentum 0.9, weight decay 5e-4, batch 64 (tuples for CKD), LR grid {0.1, 0.05, 0.025}, seeds
 {1, 2, 3} (a seed also redraws the subset), early stopping with patience 50, LR /10 on plateaus,
 stop at the third plateau or 1000 pseudo-epochs. The WACV release's CKD: MSE form, k = 2.
-Expected result: not measured here (no CIFAR-100 and no GPU on the development machines).
+Expected result: not measured (this library has not been run on CIFAR-100 or on a GPU yet).
 """
 
 from ckd_jax.train.config import DistillConfig

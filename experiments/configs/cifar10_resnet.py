@@ -1,8 +1,10 @@
-"""CIFAR-10 (the shared JPEG copy), resnet110 -> resnet32, the paper's protocol otherwise.
+"""CIFAR-10 (a JPEG-encoded copy), resnet110 -> resnet32, the paper's protocol otherwise.
 
-This is the first real table's setting (issue "Evidence on a GPU"). Launch, one cell:
+The setting of experiments/gpu_evidence.sh. Launch, one cell (the JPEG file: written by
+experiments/make_cifar10_jpeg.py from the official archive; or use the archive itself with
+`--set dataset=cifar10 --set data_path=/data/cifar-10-python.tar.gz`):
   python experiments/distill.py --config experiments/configs/cifar10_resnet.py \
-      --set data_path=../shared/data/cifar10_jpeg.npz \
+      --set data_path=/data/cifar10_jpeg.npz \
       --set teacher_checkpoint=runs/teacher_resnet110_c10 \
       --set method=ckd --set subset_size=2000 --out runs/c10_ckd_S2000
 The whole table: experiments/sweep.py with this config (see the README). Expected result: not

@@ -1,6 +1,10 @@
-"""Few-teacher-call study on CIFAR-10 (real, complete: 50,000 train / 10,000 test, 32x32 colour,
-the project's shared JPEG copy, ../shared/data/cifar10_jpeg.npz; the re-encoding is described in
-../shared/data/README.md), sized for a 2-core CPU.
+"""Few-teacher-call study on CIFAR-10 (real, complete: 50,000 train / 10,000 test, 32x32 colour),
+sized for a 2-core CPU. It defaults to a JPEG-encoded copy at ../shared/data/cifar10_jpeg.npz
+(the copy the tests use; `experiments/make_cifar10_jpeg.py` writes a file of that format from
+the official archive). With the official archive itself, replace `--dataset cifar10_jpeg --path
+...` in the teacher command below by `--dataset cifar10 --path /data/cifar-10-python.tar.gz`
+and add `--set dataset=cifar10 --set data_path=/data/cifar-10-python.tar.gz` to the sweep
+(or `dataset=tfds:cifar10` with `data_dir=`, a prepared TFDS folder).
 
   # 1. the teacher, once (committed under results/cifar10/)
   python experiments/train_teacher.py --dataset cifar10_jpeg \

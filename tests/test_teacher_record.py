@@ -1,0 +1,89 @@
+"""Teachers that describe themselves: a teacher run dir's teacher.json gives the defaults of
+`teacher` / `teacher_kwargs`; a real mismatch is one line naming the key and both shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from engine_support import tiny_config  # tests/ is on sys.path
+
+from ckd_jax.data import load_train_test
+from ckd_jax.train.config import DistillConfig, apply_overrides, teacher_record
+from ckd_jax.train.distill import run_distillation
+from ckd_jax.train.supervised import TeacherConfig, load_teacher, train_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A 1-epoch width-4 TinyCNN teacher run dir on digits (teacher.json records width 4)."""
+    out = tmp_path_factory.mktemp("rec") / "teacher"
+    train, test = load_train_test("digits")
+    train_teacher(TeacherConfig(dataset="digits", model="tiny_cnn", model_kwargs={"width": 4},
+                                out=str(out), epochs=1, batch_size=64, lr=0.05,
+                                progress=False), train=train, test=test)
+    return str(out)
+
+
+def test_record_fills_unset_teacher_fields(teacher_dir):
+    path, info = teacher_record(teacher_dir)
+    assert path == os.path.join(teacher_dir, "teacher.json") and info["model"] == "tiny_cnn"
+    assert teacher_record(os.path.join(teacher_dir, "checkpoints"))[0] == path
+    cfg = DistillConfig(teacher_checkpoint=teacher_dir).with_teacher()
+    assert (cfg.teacher, cfg.teacher_kwargs) == ("tiny_cnn", {"width": 4})
+    # no run dir: the old defaults
+    assert DistillConfig().with_teacher().teacher == "tiny_cnn"
+    assert DistillConfig().with_teacher().teacher_kwargs == {}
+    # explicit values win where they do not clash
+    assert DistillConfig(teacher_checkpoint=teacher_dir,
+                         teacher_kwargs={"width": 8}).with_teacher().teacher_kwargs == {"width": 8}
+    # --set of a dict field whose default is None
+    cfg = apply_overrides(DistillConfig(), ['teacher_kwargs={"width": 4}', "teacher=mlp"])
+    assert cfg.teacher_kwargs == {"width": 4} and cfg.teacher == "mlp"
+
+
+def test_run_takes_teacher_from_its_run_dir(teacher_dir, tmp_path):
+    cfg = tiny_config(teacher=None, teacher_kwargs=None, teacher_checkpoint=teacher_dir,
+                      method="kd", epochs=1, out_dir=str(tmp_path / "run"))
+    summary = run_distillation(cfg)
+    assert summary["teacher"] == "tiny_cnn" and summary["teacher_calls_this_run"] == 64
+    saved = json.load(open(tmp_path / "run" / "config.json"))
+    assert saved["teacher"] == "tiny_cnn" and saved["teacher_kwargs"] == {"width": 4}
+    # the unresolved config still matches the run it made (resume, sweeps)
+    assert cfg.differs_from_saved(str(tmp_path / "run" / "config.json")) == []
+
+
+def test_conflicting_kwargs_name_key_and_shapes(teacher_dir, tmp_path):
+    cfg = tiny_config(teacher="tiny_cnn", teacher_kwargs={"width": 8},
+                      teacher_checkpoint=teacher_dir, method="kd", epochs=1,
+                      out_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError) as e:
+        run_distillation(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"teacher kwargs do not match {teacher_dir}/teacher.json: width: "
+                          "checkpoint has params/Conv_0/kernel (3, 3, 1, 4), config builds "
+                          "(3, 3, 1, 8)"), msg
+    assert not (tmp_path / "run").exists()  # failed before writing anything
+
+
+def test_conflicting_model_is_one_line(teacher_dir):
+    with pytest.raises(ValueError, match=r"teacher='mlp' does not match .*teacher.json: the "
+                                         r"checkpoint holds a 'tiny_cnn' model"):
+        DistillConfig(teacher="mlp", teacher_checkpoint=teacher_dir).validate()
+
+
+def test_equivalent_kwargs_are_not_a_mismatch(teacher_dir):
+    # width 4 given explicitly, plus a kwarg whose value is the default: same shapes, loads
+    ref = load_teacher(teacher_dir, "tiny_cnn", 10)
+    same = load_teacher(teacher_dir, "tiny_cnn", 10, model_kwargs={"width": 4})
+    assert json.dumps(jax_shapes(ref)) == json.dumps(jax_shapes(same))
+    with pytest.raises(ValueError, match="width: checkpoint has params/Conv_0/kernel"):
+        load_teacher(teacher_dir, "tiny_cnn", 10, model_kwargs={})  # default width 16
+
+
+def jax_shapes(tree):
+    import jax
+
+    return [list(x.shape) for x in jax.tree.leaves(tree)]
