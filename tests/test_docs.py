@@ -19,13 +19,7 @@ def _docs() -> dict[str, str]:
     out = {}
     for path in [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs",
                                                                                "*.md")))]:
-        text = open(path).read()
-        if path.endswith("README.md"):
-            # The Results section is maintained with the results themselves (results/); it is
-            # checked once it is brought in line (remove this cut then).
-            head, rest = text.split("\n## Results\n", 1)
-            text = head + "\n## Tests\n" + rest.split("\n## Tests\n", 1)[1]
-        out[os.path.relpath(path, ROOT)] = text
+        out[os.path.relpath(path, ROOT)] = open(path).read()
     return out
 
 

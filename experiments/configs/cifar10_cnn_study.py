@@ -5,27 +5,27 @@ and the paper's plateau protocol (patience 50, reload the best weights with LR/1
 third plateau or 1000 pseudo-epochs). S labelled images per seed, split 80/20 into the B = 0.8 S
 teacher-labelled training part and validation; the official 10,000-image test split.
 
-The data path below is the tests' JPEG copy of CIFAR-10 (an .npz of the official archive's
-images re-encoded as JPEG; `data_path` accepts any .npz in the documented layout, e.g. one built
-from the official python archive: docs/data.md). Run from the repository root or pass
-`--set data_path=...`.
+The data path below is the tests' JPEG copy of CIFAR-10 (the official archive's images
+re-encoded as JPEG). To use the official archive instead, build the same file from it with
+`python experiments/make_cifar10_jpeg.py` (docs/data.md) or pass `--set dataset=cifar10 --set
+data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set data_path=...`.
 
   # 1. the teacher, once (committed under results/cifar10_cnn/teacher, 85.50% test top-1)
   python experiments/train_teacher.py --dataset cifar10_jpeg --path <cifar10_jpeg.npz> \
       --model resnet14 --epochs 30 --batch-size 128 --lr 0.1 --schedule cosine \
       --out results/cifar10_cnn/teacher
-  # 2a. learning-rate pilot: seed 1, the paper's grid, S = 1000, the plateau protocol
-  python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
-      --methods ce,kd,ckd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd \
-      --subset-sizes 1000 --seeds 1 --lrs 0.1,0.05,0.025 --jobs 2 --out runs/cifar10_cnn_pilot
-  # 2b. seeds 2 and 3 at the learning rate each method chose on the pilot's validation
-  #     accuracy (results/cifar10_cnn/README.md lists the choices and the commands)
-  python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
-      --methods <method> --subset-sizes 1000 --seeds 2,3 --lrs <chosen> --jobs 2 \
-      --out runs/cifar10_cnn_seeds
-  # 3. the report (reads every finished cell of both sweeps)
-  python experiments/report.py runs/cifar10_cnn_pilot runs/cifar10_cnn_seeds \
-      --out results/cifar10_cnn
+  # 2a. learning-rate pilot: seed 1, the paper's grid, S = 1000, a 60-pseudo-epoch cosine
+  #     schedule (cheaper than the plateau protocol); then the LR each method chooses on
+  #     validation; under this schedule ckd trains exactly as ckd_cal, so its choice is
+  #     ckd_cal's raw-selection column (one run answers for both)
+  python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py --set schedule=cosine --set epochs=60 --set eval_test_every=0 --methods ce,kd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd --subset-sizes 1000 --seeds 1 --lrs 0.1,0.05,0.025 --jobs 2 --out runs/cifar10_cnn_pilot
+  python experiments/pick_lr.py runs/cifar10_cnn_pilot
+  # 2b. the study: for each method M at its chosen learning rate L (results/cifar10_cnn/README.md
+  #     lists them), seeds 1-3 under the plateau protocol, all into one sweep folder:
+  #       python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
+  #           --methods M --subset-sizes 1000 --seeds 1,2,3 --lrs L --jobs 2 --out runs/cifar10_cnn
+  # 3. the report
+  python experiments/report.py runs/cifar10_cnn --out results/cifar10_cnn
 
 Teacher resnet14 (0.17 M parameters), student resnet8 (0.08 M), both RepDistiller's CIFAR ResNets.
 CRD draws 256 negatives per sample, not the paper's 16,384: at S = 1000 there are 800
