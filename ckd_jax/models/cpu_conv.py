@@ -7,9 +7,10 @@ the weight gradient differs in *how* it is computed: for a k x k kernel,
     dW[i, j] = X_ij^T @ dY
 
 with X_ij the padded input shifted by (i, j) and strided, [N*Ho*Wo, C_in], and dY the output
-gradient, [N*Ho*Wo, C_out]: k*k matrix products with a long contraction axis instead of XLA's weight-gradient
-convolution (which XLA:CPU runs with layout transposes around it). Same numbers up to float
-summation order (tests/test_cpu_conv.py checks against `jax.grad` of the plain convolution).
+gradient, [N*Ho*Wo, C_out]: k*k matrix products with a long contraction axis instead of
+XLA's weight-gradient convolution (which XLA:CPU runs with layout transposes around it).
+Same numbers up to float summation order (tests/test_cpu_conv.py checks against `jax.grad` of
+the plain convolution).
 
 It is not used by the model zoo: measured with `python experiments/conv_speed.py` it was
 slower than the default on the development CPU (docs/performance.md gives the figures). It is

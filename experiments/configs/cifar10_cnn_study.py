@@ -18,7 +18,10 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #     schedule (cheaper than the plateau protocol); then the LR each method chooses on
   #     validation; under this schedule ckd trains exactly as ckd_cal, so its choice is
   #     ckd_cal's raw-selection column (one run answers for both)
-  python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py --set schedule=cosine --set epochs=60 --set eval_test_every=0 --methods ce,kd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd --subset-sizes 1000 --seeds 1 --lrs 0.1,0.05,0.025 --jobs 2 --out runs/cifar10_cnn_pilot
+  python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
+      --set schedule=cosine --set epochs=60 --set eval_test_every=0 \
+      --methods ce,kd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd \
+      --subset-sizes 1000 --seeds 1 --lrs 0.1,0.05,0.025 --jobs 2 --out runs/cifar10_cnn_pilot
   python experiments/pick_lr.py runs/cifar10_cnn_pilot
   # 2b. the study: for each method M at its chosen learning rate L (results/cifar10_cnn/README.md
   #     lists them), seeds 1-3 under the plateau protocol, all into one sweep folder:
