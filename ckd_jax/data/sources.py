@@ -595,10 +595,16 @@ def load_train_test(name: str, **kwargs) -> tuple[ImageSet, ImageSet]:
     have the same image shape and class names."""
     train = load_dataset(name, "train", **kwargs)
     test = load_dataset(name, "test", **kwargs)
-    if train.image_shape != test.image_shape:
-        raise ValueError(f"dataset {name!r}: train images are {train.image_shape} but test "
-                         f"images are {test.image_shape}")
-    if train.class_names != test.class_names:
-        raise ValueError(f"dataset {name!r}: train and test class names differ "
-                         f"({train.num_classes} vs {test.num_classes} classes)")
+    check_train_test(train, test, f"dataset {name!r}: ")
     return train, test
+
+
+def check_train_test(train: ImageSet, test: ImageSet, prefix: str = "") -> None:
+    """Raise ValueError (message starting with `prefix`) unless both splits have the same image
+    shape and class names."""
+    if train.image_shape != test.image_shape:
+        raise ValueError(f"{prefix}train images are {train.image_shape} but test images are "
+                         f"{test.image_shape}")
+    if train.class_names != test.class_names:
+        raise ValueError(f"{prefix}train and test class names differ ({train.num_classes} vs "
+                         f"{test.num_classes} classes)")

@@ -272,6 +272,7 @@ def _load_data(config: DistillConfig, train, test):
     """(train, test) ImageSets: those given in memory (both, checked), else loaded from
     `config.dataset` / `data_path` / `data_dir`."""
     from ckd_jax.data import ImageSet, load_train_test
+    from ckd_jax.data.sources import check_train_test
 
     if (train is None) != (test is None):
         raise ValueError("pass both train= and test= (ImageSets), or neither")
@@ -281,12 +282,7 @@ def _load_data(config: DistillConfig, train, test):
         if not isinstance(split, ImageSet):
             raise TypeError(f"{name} must be a ckd_jax.data.ImageSet (uint8 [N, H, W, C] "
                             f"images, labels, class_names, name), got {type(split).__name__}")
-    if train.image_shape != test.image_shape:
-        raise ValueError(f"train images are {train.image_shape} but test images are "
-                         f"{test.image_shape}")
-    if train.class_names != test.class_names:
-        raise ValueError(f"train and test class names differ ({train.num_classes} vs "
-                         f"{test.num_classes} classes)")
+    check_train_test(train, test)
     return train, test
 
 
