@@ -10,18 +10,9 @@ most of its time in the convolution gradients and the elementwise/BatchNorm code
 with this setting XLA leaves the convolutions to its Eigen kernels (YNNPACK's individual
 convolutions are slower here) and hands elementwise fusions to YNNPACK.
 
-Measured on the development machine (2 cores, jaxlib 0.10.2, other jobs running, so only ratios
-measured inside one process count), resnet32 forward + backward + SGD(momentum, weight decay),
-batch 64, float32:
-* the setting's compiled step against the default's, called alternately: 1.65x images/s
-  (median of 7 paired ratios; ``reduce,eltwise,dot`` 1.66x, YNNPACK's own convolutions 0.77x);
-* against PyTorch 2.13 (the tests/torch_zoo.py twin, NCHW), steps alternated in one process:
-  0.78x PyTorch's images/s with the setting, 0.36x without (2 threads; channels_last PyTorch
-  0.63x / 0.30x); on one core 0.76x for resnet32 and resnet8. Still slower than PyTorch per
-  core: see README "Design", CPU speed.
-Tried and not kept: 3x3 convolutions as im2col patches + one matmul (2-10x slower: building the
-9C-wide patch rows of a 16-channel NHWC map costs more than XLA's convolution), one-pass
-BatchNorm statistics (no difference). Model code, parameter names and shapes are unchanged.
+How much it gains on a given CPU: docs/performance.md ("The package's XLA:CPU flag") has the
+benchmark commands with and without it (``CKD_JAX_CPU_FLAGS=0`` gives the default), and the
+attempts that were measured and not kept. Model code, parameter names and shapes are unchanged.
 
 Rules:
 * The flag only changes how the *CPU* compiler fuses; GPU/TPU programs are compiled exactly as
@@ -54,7 +45,7 @@ def _jaxlib_version() -> str:
     return __version__
 
 
-def _backends_started() -> bool:
+def backends_started() -> bool:
     import sys
 
     xb = sys.modules.get("jax._src.xla_bridge")
@@ -80,7 +71,7 @@ def apply() -> bool:
     """Append `FLAGS` to ``os.environ["XLA_FLAGS"]`` (see the module doc); True if changed."""
     existing = os.environ.get("XLA_FLAGS", "")
     new = cpu_flags(existing, _jaxlib_version())
-    if new == existing or _backends_started():
+    if new == existing or backends_started():
         return False
     os.environ["XLA_FLAGS"] = new
     return True

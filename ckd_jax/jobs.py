@@ -8,6 +8,10 @@ started with a command line (the sweep's own command plus `--cell NAME`); it pin
 `os.sched_setaffinity` (`become_worker`) before jax starts, so XLA sizes its thread pool to its
 own cores.
 
+Same rows for any N: every worker gets the same number of cores (`cores_per_job`, default 1)
+and a one-process sweep starts its backend with a pool of that size (`start_cpu_backend`),
+because XLA:CPU's convolution reduction order depends on the pool's size.
+
 Kill safety: workers die with the scheduler (Linux `PR_SET_PDEATHSIG`), so a killed sweep
 leaves no orphan that could write a cell while a rerun resumes it; every cell resumes from
 its own checkpoints as in a one-process sweep. Worker output goes to one log file per task.
@@ -45,28 +49,55 @@ def accelerator_installed() -> bool:
     return any(importlib.util.find_spec(name) is not None for name in _ACCELERATOR_PLUGINS)
 
 
-def default_jobs(tasks: int) -> int:
-    """What fits the machine: one worker per core on a CPU-only machine (at most one per task),
-    one worker where an accelerator is installed (its members share the device in one vmapped
-    program instead)."""
+def default_jobs(tasks: int, cores_per_job: int = 1) -> int:
+    """What fits the machine: as many `cores_per_job`-core workers as the cores allow on a
+    CPU-only machine (at most one per task), one worker where an accelerator is installed (its
+    members share the device in one vmapped program instead)."""
     if accelerator_installed():
         return 1
-    return max(1, min(len(available_cores()), tasks))
+    return max(1, min(len(available_cores()) // max(1, cores_per_job), tasks))
 
 
-def core_groups(jobs: int, cores: Sequence[int] | None = None) -> list[list[int]]:
-    """`jobs` disjoint, contiguous groups of the available cores, as even as possible."""
+def core_groups(jobs: int, cores: Sequence[int] | None = None, cores_per_job: int = 1
+                ) -> list[list[int]]:
+    """`jobs` disjoint, contiguous groups of exactly `cores_per_job` of the available cores.
+
+    Every group has the same size on purpose: XLA:CPU's reduction order depends on the size of
+    its thread pool, so workers with different core counts would train to different weights."""
     cores = list(available_cores() if cores is None else cores)
-    if not 1 <= jobs <= len(cores):
-        raise ValueError(f"--jobs {jobs}: need 1 <= N <= {len(cores)}, the number of CPU cores "
-                         f"this process may use ({cores})")
-    size, extra = divmod(len(cores), jobs)
-    groups, start = [], 0
-    for j in range(jobs):
-        end = start + size + (j < extra)
-        groups.append(cores[start:end])
-        start = end
-    return groups
+    if cores_per_job < 1:
+        raise ValueError(f"--cores-per-job {cores_per_job} must be >= 1")
+    if not 1 <= jobs * cores_per_job <= len(cores):
+        raise ValueError(f"--jobs {jobs} x --cores-per-job {cores_per_job}: need 1 <= jobs x "
+                         f"cores per job <= {len(cores)}, the number of CPU cores this process "
+                         f"may use ({cores})")
+    return [cores[j * cores_per_job:(j + 1) * cores_per_job] for j in range(jobs)]
+
+
+def start_cpu_backend(threads: int) -> bool:
+    """Start jax's CPU backend with an XLA:CPU thread pool of `threads` threads, then give this
+    process back its whole affinity mask; True if done.
+
+    Why: XLA:CPU sizes its thread pool from the affinity mask when the backend starts, and the
+    pool's size sets the reduction order of convolutions, so a process on two cores trains to
+    other weights (in the last bits, then visibly) than a `--jobs` worker pinned to one. A
+    one-process sweep started this way computes exactly as its workers do. Returns False, doing
+    nothing, where an accelerator plugin is installed (the CPU is not the compute device), where
+    the mask already has `threads` cores or fewer, or where a jax backend has already started
+    (its pool can no longer change)."""
+    from ckd_jax._cpu_speed import backends_started
+
+    cores = available_cores()
+    if accelerator_installed() or len(cores) <= threads or backends_started():
+        return False
+    os.sched_setaffinity(0, cores[:threads])
+    try:
+        import jax
+
+        jax.devices("cpu")  # the backend (and its thread pool) starts here
+    finally:
+        os.sched_setaffinity(0, cores)
+    return True
 
 
 WORKER_CORES_ENV = "CKD_JAX_WORKER_CORES"
@@ -117,15 +148,17 @@ def _fmt_seconds(s: float) -> str:
 
 
 def run_tasks(tasks: list[Task], jobs: int, *, log=print, heartbeat_s: float = 60.0,
-              poll_s: float = 0.2, env: dict | None = None) -> dict[str, int]:
-    """Run every task's command, at most `jobs` at once, worker j pinned to core group j.
+              poll_s: float = 0.2, env: dict | None = None, cores_per_job: int = 1
+              ) -> dict[str, int]:
+    """Run every task's command, at most `jobs` at once, worker j pinned to core group j
+    (`cores_per_job` cores each).
 
     Prints one progress view for all of them: a line when a task starts or ends and every
     `heartbeat_s`: tasks done / total, members running, elapsed and estimated time left (mean
     task time so far x tasks left / jobs). A failing task does not stop the others; its log's
     last lines are printed. Returns {task name: exit status}.
     """
-    groups = core_groups(jobs)
+    groups = core_groups(jobs, cores_per_job=cores_per_job)
     pending, running, status = list(tasks), [], {}
     durations: list[float] = []
     t0 = last_beat = time.time()

@@ -29,7 +29,10 @@ left) and each cell's output in `<out>/logs/<cell>.log`. Cells that need the sam
 wait for the first to build it (a lock on the table folder), so no table costs its teacher calls
 twice. A killed sweep takes its workers down with it; the same command resumes. `--jobs`
 composes with `--shard`: each machine runs its shard's cells N at a time. `--jobs 1` runs the
-cells one after another in this process.
+cells one after another in this process. Every worker has `--cores-per-job C` cores (default
+1), and a one-process sweep starts XLA with a C-thread pool, so `--jobs 1` and `--jobs N` (and
+any `--shard`) give the same rows, bit for bit: XLA:CPU's convolution reduction order depends on
+its thread-pool size, so a run outside the sweep on more cores differs in the last bits.
 
 Variants (`--methods`): any method name of `ckd_jax.train.methods` (its config defaults), or a
 named variant of `ckd_jax.train.methods.VARIANTS` (a method plus config overrides), e.g.
@@ -260,14 +263,14 @@ def _write_results(cells: list[dict], out: str, shard: tuple[int, int] | None, l
 
 
 def run_sweep_jobs(cells: list[dict], jobs: int, argv: list[str], *, log=print,
-                   shard: tuple[int, int] | None = None, heartbeat_s: float = 60.0
-                   ) -> list[dict]:
+                   shard: tuple[int, int] | None = None, heartbeat_s: float = 60.0,
+                   cores_per_job: int = 1) -> list[dict]:
     """`run_sweep` with the cells run `jobs` at a time, each by a worker process (this script
     with `argv` + `--cell NAME`) pinned to its own core(s); then the results file as
     `run_sweep` writes it. Raises RuntimeError naming the cells whose worker failed."""
     from ckd_jax import jobs as J
 
-    J.core_groups(jobs)  # a --jobs the machine cannot take fails before any work
+    J.core_groups(jobs, cores_per_job=cores_per_job)  # what the machine cannot take: now
     out, cells = _checked_cells(cells, shard, False, log)
     tasks = []
     for cell in cells:
@@ -283,7 +286,7 @@ def run_sweep_jobs(cells: list[dict], jobs: int, argv: list[str], *, log=print,
                             log_path=os.path.join(out, "logs", f"{cell['name']}.log")))
     t_sweep = time.time()
     status = J.run_tasks(tasks, min(jobs, max(1, len(tasks))), log=log,
-                         heartbeat_s=heartbeat_s) if tasks else {}
+                         heartbeat_s=heartbeat_s, cores_per_job=cores_per_job) if tasks else {}
     calls = 0
     for task in tasks:
         got = R.read_cell(os.path.join(out, task.name))
@@ -328,6 +331,9 @@ def main(argv=None) -> int:
                     help="cells run at once, each in a process pinned to its own CPU core(s) "
                          "(default auto: one per core on a CPU-only machine, 1 with a GPU/TPU "
                          "plugin installed; 1: one after another in this process)")
+    ap.add_argument("--cores-per-job", type=int, default=1,
+                    help="CPU cores (XLA threads) of each job, the same for every --jobs so "
+                         "that rows do not depend on it (default 1)")
     ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # a --jobs worker's cell
     ap.add_argument("--rebuild-tables", action="store_true",
                     help="rebuild logit tables that are damaged or do not match (B teacher "
@@ -364,7 +370,7 @@ def main(argv=None) -> int:
                   f"lrs={list(cfg.learning_rates)}")
         return 0
 
-    jobs = parse_jobs(args.jobs, cells, shard)
+    jobs = parse_jobs(args.jobs, cells, shard, args.cores_per_job)
     if args.cell is not None:  # a --jobs worker: one cell, no results file (the parent's)
         mine = [c for c in cells if c["name"] == args.cell]
         if not mine:
@@ -376,9 +382,12 @@ def main(argv=None) -> int:
                   rebuild_tables=args.rebuild_tables)
         return 0
     if jobs > 1:
-        run_sweep_jobs(cells, jobs, list(sys.argv[1:] if argv is None else argv), shard=shard)
+        run_sweep_jobs(cells, jobs, list(sys.argv[1:] if argv is None else argv), shard=shard,
+                       cores_per_job=args.cores_per_job)
     else:
         from ckd_jax.train.engine import make_mesh
+
+        _start_backend_like_a_worker(args.cores_per_job)
 
         run_sweep(cells, mesh=make_mesh(args.devices), shard=shard,
                   rebuild_tables=args.rebuild_tables)
@@ -386,20 +395,36 @@ def main(argv=None) -> int:
     return 0
 
 
-def parse_jobs(text: str, cells: list[dict], shard: tuple[int, int] | None) -> int:
+def _start_backend_like_a_worker(cores_per_job: int) -> None:
+    """A one-process sweep: XLA's thread pool as a `--jobs` worker's, so that the rows match."""
+    from ckd_jax import _cpu_speed
+    from ckd_jax import jobs as J
+
+    if J.start_cpu_backend(cores_per_job):
+        print(f"CPU backend started with {cores_per_job} XLA thread(s) (--cores-per-job), as "
+              "each --jobs worker runs")
+    elif _cpu_speed.backends_started() and len(J.available_cores()) > cores_per_job:
+        print(f"note: jax was started before this sweep with a thread pool for "
+              f"{len(J.available_cores())} cores, not --cores-per-job {cores_per_job}: rows may "
+              "differ in the last bits from the same sweep run from the command line")
+
+
+def parse_jobs(text: str, cells: list[dict], shard: tuple[int, int] | None,
+               cores_per_job: int = 1) -> int:
     """`--jobs`: "auto" (`ckd_jax.jobs.default_jobs` over the cells still to run) or N >= 1."""
     from ckd_jax import jobs as J
 
+    J.core_groups(1, cores_per_job=cores_per_job)  # a bad --cores-per-job: one line, now
     if text == "auto":
         todo = [c for c in shard_cells(cells, shard) if not R.cell_finished(c["config"].out_dir)]
-        return J.default_jobs(len(todo))
+        return J.default_jobs(len(todo), cores_per_job)
     try:
         n = int(text)
     except ValueError:
         raise ValueError(f"--jobs {text!r} must be a whole number >= 1 or 'auto'") from None
     if n < 1:
         raise ValueError(f"--jobs {n} must be >= 1 (or 'auto')")
-    J.core_groups(n)  # more jobs than cores: one line, before any work
+    J.core_groups(n, cores_per_job=cores_per_job)  # more than the cores: one line, now
     return n
 
 

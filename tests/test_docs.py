@@ -1,6 +1,6 @@
-"""The README and docs/ stand on their own: no file outside the repository is named (except
-the one note on the tests' data), no words about how the project was made, and every relative
-link points at a file of the repository."""
+"""The README, docs/ and the results' READMEs stand on their own: no file outside the
+repository is named (except the one note on the tests' data), no words about how the project
+was made, and every relative link points at a file of the repository."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ MAKING_OF = re.compile(r"\bsession\b|\blent\b|first tasks|design card", re.I)
 
 def _docs() -> dict[str, str]:
     out = {}
-    for path in [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs",
-                                                                               "*.md")))]:
+    for path in [os.path.join(ROOT, "README.md"),
+                 *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))),
+                 *sorted(glob.glob(os.path.join(ROOT, "results", "*", "README.md")))]:
         out[os.path.relpath(path, ROOT)] = open(path).read()
     return out
 
