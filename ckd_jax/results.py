@@ -13,7 +13,9 @@ last_val_top1, plateaus, epochs_run, train_seconds (of the whole cell), override
 config overrides), calibration ("none": accuracies on raw logits as in the paper; "table":
 calibrated logits, docs/calibration.md), and both evaluations whichever chose the weights
 (test_top1_at_best_val_raw / _calibrated, logit_offset_norm). Accuracies are fractions in
-[0, 1] (None where undefined).
+[0, 1] (None where undefined). A calibrated run with `also_select_raw` (two best slots) adds one
+more row per member, variant `<variant>@raw`: the same training selected and tested on raw
+logits (the paper's `ckd` from a `ckd_cal` run).
 
 Aggregation rule (`aggregate`): for each (variant, subset_size), the learning rate is the one
 with the highest *mean validation* top-1 over seeds (`best_val_top1`); the reported number is the
@@ -58,12 +60,31 @@ def rows_from_summary(summary: dict, variant: str, cell: str,
     base = {"variant": variant, "cell": cell}
     base.update({k: summary.get(k) for k in _CELL_KEYS})
     base["overrides"] = dict(overrides or {})
-    rows = []
+    rows, raw_rows = [], []
     for member in summary["members"]:
         row = dict(base)
         row.update(member)
+        second = row.pop("raw_selection", None)
         rows.append(row)
-    return rows
+        if second is not None:
+            raw_rows.append(_raw_selection_row(row, second, variant))
+    return rows + raw_rows
+
+
+RAW_SELECTION_SUFFIX = "@raw"
+
+
+def _raw_selection_row(row: dict, second: dict, variant: str) -> dict:
+    """The row of a member's second best slot (`also_select_raw`): the same training, selected
+    and tested on raw logits, i.e. what the variant's uncalibrated twin (ckd_cal -> ckd) would
+    report. Its variant is `<variant>@raw`; fields the slot does not measure are None."""
+    out = dict(row)
+    out.update(second)
+    out.update({"variant": variant + RAW_SELECTION_SUFFIX, "calibration": "none",
+                "selected_on": "raw", "test_top1_at_best_val_raw": second["test_top1_at_best_val"],
+                "last_test_top1_raw": second["last_test_top1"],
+                "logit_offset": None, "logit_offset_norm": None})
+    return out
 
 
 # The safe next step for a damaged cell file: the cell's checkpoints and logit tables are

@@ -1,6 +1,7 @@
 """Logit-offset calibration: the pure functions (hand values, shift invariance, no-op, export
 by folding into the head bias) and the engine's use of it (diagnostic under "none", selection
-under "table", offset with the best weights, resume, CE config error)."""
+under "table", offset with the best weights, resume, CE config error, two best slots in one
+run)."""
 
 from __future__ import annotations
 
@@ -174,6 +175,7 @@ def _numpy_offset(cfg, summary, member):
 def test_diagnostic_under_none_and_selection_under_table(tmp_path, teacher):
     cfgs = {c: _cfg(tmp_path, out_dir=str(tmp_path / c), calibration=c, eval_test_every=1)
             for c in ("none", "table")}
+    cfgs["table"] = cfgs["table"].replace(also_select_raw=True)  # two best slots
     none, table = (_run(cfgs[c], teacher) for c in ("none", "table"))
     # Calibration never touches training: same final weights (cosine, no reloads).
     for a, b in zip(jax.tree.leaves(none["_final"]["state"].params),
@@ -197,6 +199,54 @@ def test_diagnostic_under_none_and_selection_under_table(tmp_path, teacher):
                                        atol=2e-4)
     with open(tmp_path / "table" / "summary.json") as f:
         assert json.load(f)["members"][0]["selected_on"] == "calibrated"
+
+    # The second slot of the calibrated run is the raw run: same epoch, validation, test
+    # figures and weights, bit for bit (one run answers for ckd and ckd_cal).
+    for m_none, m_table in zip(none["members"], table["members"]):
+        second = m_table["raw_selection"]
+        for key in ("best_epoch", "best_val_top1", "test_top1_at_best_val",
+                    "test_top5_at_best_val", "test_top1_at_best_val_calibrated",
+                    "last_test_top1", "last_test_top5", "last_val_top1"):
+            assert second[key] == m_none[key], key
+    assert "raw_selection" not in none["members"][0]
+    for a, b in zip(jax.tree.leaves(none["_final"]["best"][:2]),
+                    jax.tree.leaves(table["_final"]["best_raw"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    from ckd_jax import results as R
+
+    rows = R.rows_from_summary(json.load(open(tmp_path / "table" / "summary.json")),
+                               "ckd_cal", "ckd_cal_S200")
+    plain = R.rows_from_summary(json.load(open(tmp_path / "none" / "summary.json")),
+                                "ckd", "ckd_S200")
+    assert [r["variant"] for r in rows] == ["ckd_cal"] * 2 + ["ckd_cal@raw"] * 2
+    assert all("raw_selection" not in r for r in rows)
+    for mine, theirs in zip(rows[2:], plain):
+        assert mine["calibration"] == "none" and mine["selected_on"] == "raw"
+        for key in ("seed", "lr", "best_epoch", "best_val_top1", "test_top1_at_best_val",
+                    "test_top1_at_best_val_raw", "test_top1_at_best_val_calibrated"):
+            assert mine[key] == theirs[key], key
+    (agg,) = R.aggregate([r for r in rows if r["variant"] == "ckd_cal@raw"])
+    (agg_plain,) = R.aggregate(plain)
+    assert (agg["lr"], agg["mean"]) == (agg_plain["lr"], agg_plain["mean"])
+
+
+def test_two_best_slots_resume_and_config_errors(tmp_path, teacher):
+    cfg = _cfg(tmp_path, epochs=4, calibration="table", also_select_raw=True,
+               out_dir=str(tmp_path / "full"))
+    full = _run(cfg, teacher)
+    cut = cfg.replace(out_dir=str(tmp_path / "cut"))
+    assert not _run(cut, teacher, stop_after_epochs=2)["finished"]
+    resumed = _run(cut, teacher)
+    assert [m["raw_selection"] for m in full["members"]] == [
+        m["raw_selection"] for m in resumed["members"]]
+    for a, b in zip(jax.tree.leaves(full["_final"]["best_raw"]),
+                    jax.tree.leaves(resumed["_final"]["best_raw"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for bad, match in (({"calibration": "none"}, "calibration='none', schedule='cosine'"),
+                       ({"schedule": "plateau"}, "calibration='table', schedule='plateau'")):
+        with pytest.raises(ValueError, match=match):
+            DistillConfig(method="ckd", **{"calibration": "table", "schedule": "cosine",
+                                           **bad}, also_select_raw=True).validate()
 
 
 def test_ce_has_no_calibrated_figure(tmp_path):

@@ -156,6 +156,12 @@ class DistillConfig:
     # model selection and the reported accuracy use calibrated logits. Under "none" the
     # calibrated accuracy is still logged as a diagnostic (docs/calibration.md).
     calibration: str = "none"
+    # Two best slots in one run. With calibration="table" under schedule="cosine" (no reloads,
+    # so training never depends on which epoch is selected) the run also keeps the best weights
+    # by *raw* validation top-1 and tests them on raw logits: the same run then answers for the
+    # paper's `ckd` as well as `ckd_cal` (summary.json: members[i]["raw_selection"]; the sweep's
+    # results rows: one more row per member, variant "<variant>@raw").
+    also_select_raw: bool = False
 
     # --- output ------------------------------------------------------------------------------
     out_dir: str | None = None
@@ -281,6 +287,12 @@ class DistillConfig:
                 raise ValueError(
                     f"calibration='table' needs a logit table, but method={self.method!r} "
                     "makes no teacher call and has none; use calibration='none'")
+        if self.also_select_raw and (self.calibration != "table" or self.schedule != "cosine"):
+            raise ValueError(
+                f"also_select_raw=True needs calibration='table' and schedule='cosine', got "
+                f"calibration={self.calibration!r}, schedule={self.schedule!r}: under the "
+                "plateau protocol the reloads follow the selection, so raw and calibrated "
+                "selection train differently and need two runs")
         if not self.w_anchor >= 0:
             raise ValueError(f"w_anchor={self.w_anchor} must be >= 0")
         if self.w_anchor > 0 and self.method != "ckd":

@@ -545,6 +545,19 @@ def _member_results(best_acc: dict, last_acc: dict, best_offset, calibrated: boo
     }
 
 
+def _raw_selection(raw_protocol: PlateauProtocol, raw_acc: dict, last_acc: dict, i: int) -> dict:
+    """Member i's second best slot (`also_select_raw`): selected and tested on raw logits, as
+    the paper's `ckd` run of the same training would report it."""
+    f = lambda a: float(a[i]) if np.isfinite(a[i]) else None
+    got = raw_protocol.summary(i)
+    return {"best_epoch": got["best_epoch"], "best_val_top1": got["best_val_top1"],
+            "last_val_top1": got["last_val_top1"],
+            "test_top1_at_best_val": f(raw_acc["test_top1"]),
+            "test_top5_at_best_val": f(raw_acc["test_top5"]),
+            "test_top1_at_best_val_calibrated": f(raw_acc["test_top1_calibrated"]),
+            "last_test_top1": f(last_acc["test_top1"]), "last_test_top5": f(last_acc["test_top5"])}
+
+
 def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: int, resume: bool,
            stop_after_epochs: int | None, on_epoch=None) -> dict:
     """The loop: train one pseudo-epoch, calibrate and validate, let the protocol decide (keep
@@ -578,16 +591,29 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     # The best slot: weights and the logit offset measured with them. A copy, since `state` is
     # donated to the compiled epoch and must not alias it.
     best = put(jax.tree.map(jnp.copy, (state.params, state.batch_stats, ev.no_offset)))
-    protocol = PlateauProtocol(len(members), schedule=cfg.schedule, patience=cfg.patience,
-                               max_plateaus=cfg.max_lr_drops, max_epochs=cfg.max_epochs,
-                               epochs=cfg.epochs)
+    new_protocol = lambda: PlateauProtocol(
+        len(members), schedule=cfg.schedule, patience=cfg.patience,
+        max_plateaus=cfg.max_lr_drops, max_epochs=cfg.max_epochs, epochs=cfg.epochs)
+    protocol = new_protocol()
+    # The second best slot (`also_select_raw`): weights chosen on raw validation, tracked by a
+    # protocol of their own whose decisions never act on training (the schedule has no reloads).
+    raw = (put(jax.tree.map(jnp.copy, (state.params, state.batch_stats))), new_protocol()) \
+        if cfg.also_select_raw else None
+
+    def saved_tree() -> dict:
+        tree = {"state": state, "best": best, "protocol": protocol.state_dict()}
+        if raw is not None:
+            tree.update(best_raw=raw[0], protocol_raw=raw[1].state_dict())
+        return tree
 
     files = _RunFiles(cfg)
-    tree = files.restore_or_start({"state": state, "best": best,
-                                   "protocol": protocol.state_dict()}, resume)
+    tree = files.restore_or_start(saved_tree(), resume)
     if tree is not None:
         state, best = put(tree["state"]), put(tree["best"])
         protocol.load_state_dict(tree["protocol"])
+        if raw is not None:
+            raw[1].load_state_dict(tree["protocol_raw"])
+            raw = (put(tree["best_raw"]), raw[1])
         _log(cfg, f"resumed from pseudo-epoch {protocol.epoch}")
     _log(cfg, f"{method.name}: {len(members)} member(s), {n_train} teacher-labelled samples, "
               f"{spec.steps_per_epoch} steps/pseudo-epoch, {mesh.size} device(s)")
@@ -611,6 +637,11 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
         if decision.improved.any():
             best = select(jnp.asarray(decision.improved),
                           (state.params, state.batch_stats, offset), best)
+        if raw is not None:
+            raw_improved = raw[1].update(acc["val_top1"], val5=acc["val_top5"]).improved
+            if raw_improved.any():
+                raw = (select(jnp.asarray(raw_improved), (state.params, state.batch_stats),
+                              raw[0]), raw[1])
         if decision.reload.any():
             r = jnp.asarray(decision.reload)
             params, stats = select(r, best[:2], (state.params, state.batch_stats))
@@ -618,8 +649,7 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                                    lr=plateau_drop(state.lr, r))
         files.log(_epoch_rows(protocol, members, was_active, acc, offset,
                               jax.tree.map(np.asarray, train_metrics), calibrated))
-        files.maybe_save(protocol.epoch, {"state": state, "best": best,
-                                          "protocol": protocol.state_dict()}, protocol.done)
+        files.maybe_save(protocol.epoch, saved_tree(), protocol.done)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",
@@ -639,6 +669,10 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     best_acc = ev.test(best[0], best[1], best[2], test_x, test_y)
     last_acc = ev.test(state.params, state.batch_stats,
                        ev.offset(state.params, state.batch_stats, data), test_x, test_y)
+    raw_acc = None
+    if raw is not None:  # the raw slot: its own offset only for the calibrated diagnostic
+        raw_acc = ev.test(raw[0][0], raw[0][1], ev.offset(raw[0][0], raw[0][1], data),
+                          test_x, test_y)
     summary = {
         "method": method.name, "method_hyper": method.hyper, "dataset": prep.train.name,
         "teacher": cfg.teacher, "student": cfg.student, "schedule": cfg.schedule,
@@ -652,10 +686,13 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                      "teacher_calls": int(n_train) if method.uses_teacher else 0,
                      **protocol.summary(i),
                      **_member_results(best_acc, last_acc, best[2], calibrated,
-                                       ev.has_offset, i)}
+                                       ev.has_offset, i),
+                     **({} if raw is None else
+                        {"raw_selection": _raw_selection(raw[1], raw_acc, last_acc, i)})}
                     for i, (seed, lr) in enumerate(members)],
     }
     files.write_summary(summary)
     # Returned for tests and programmatic use; not part of summary.json.
-    summary["_final"] = {"state": state, "best": best, "compiles": train_epoch._cache_size()}
+    summary["_final"] = {"state": state, "best": best, "compiles": train_epoch._cache_size(),
+                         "best_raw": None if raw is None else raw[0]}
     return summary

@@ -459,6 +459,9 @@ VARIANTS: dict[str, dict] = {
     # CKD with the shared logit offset handled (docs/calibration.md): calibrated from the logit
     # table before every validation (no teacher call), or pinned during training.
     "ckd_cal": {**_CKD, "calibration": "table"},
+    # ckd_cal with two best slots (schedule="cosine" only): its rows are ckd_cal's, and its
+    # `ckd_both@raw` rows are the paper's ckd from the same training (raw selection and test).
+    "ckd_both": {**_CKD, "calibration": "table", "also_select_raw": True},
     "ckd_anchor": {**_CKD, "w_anchor": 1.0},
     # CKD's comparison terms plus KD's per-sample CE and KD (weights 1, 1, 1, 1: each term at
     # the weight it has in its own method), calibrated like ckd_cal.
