@@ -388,7 +388,6 @@ def main(argv=None) -> int:
         from ckd_jax.train.engine import make_mesh
 
         _start_backend_like_a_worker(args.cores_per_job)
-
         run_sweep(cells, mesh=make_mesh(args.devices), shard=shard,
                   rebuild_tables=args.rebuild_tables)
     print(f"next: python experiments/report.py {args.out}")
@@ -414,17 +413,18 @@ def parse_jobs(text: str, cells: list[dict], shard: tuple[int, int] | None,
     """`--jobs`: "auto" (`ckd_jax.jobs.default_jobs` over the cells still to run) or N >= 1."""
     from ckd_jax import jobs as J
 
-    J.core_groups(1, cores_per_job=cores_per_job)  # a bad --cores-per-job: one line, now
     if text == "auto":
         todo = [c for c in shard_cells(cells, shard) if not R.cell_finished(c["config"].out_dir)]
-        return J.default_jobs(len(todo), cores_per_job)
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"--jobs {text!r} must be a whole number >= 1 or 'auto'") from None
-    if n < 1:
-        raise ValueError(f"--jobs {n} must be >= 1 (or 'auto')")
-    J.core_groups(n, cores_per_job=cores_per_job)  # more than the cores: one line, now
+        n = J.default_jobs(len(todo), cores_per_job)
+    else:
+        try:
+            n = int(text)
+        except ValueError:
+            raise ValueError(f"--jobs {text!r} must be a whole number >= 1 or 'auto'") from None
+        if n < 1:
+            raise ValueError(f"--jobs {n} must be >= 1 (or 'auto')")
+    # more than the cores, or a bad --cores-per-job: one line, before any work
+    J.core_groups(n, cores_per_job=cores_per_job)
     return n
 
 

@@ -597,13 +597,14 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     protocol = new_protocol()
     # The second best slot (`also_select_raw`): weights chosen on raw validation, tracked by a
     # protocol of their own whose decisions never act on training (the schedule has no reloads).
-    raw = (put(jax.tree.map(jnp.copy, (state.params, state.batch_stats))), new_protocol()) \
-        if cfg.also_select_raw else None
+    raw_protocol = new_protocol() if cfg.also_select_raw else None
+    best_raw = (put(jax.tree.map(jnp.copy, (state.params, state.batch_stats)))
+                if raw_protocol is not None else None)
 
     def saved_tree() -> dict:
         tree = {"state": state, "best": best, "protocol": protocol.state_dict()}
-        if raw is not None:
-            tree.update(best_raw=raw[0], protocol_raw=raw[1].state_dict())
+        if raw_protocol is not None:
+            tree.update(best_raw=best_raw, protocol_raw=raw_protocol.state_dict())
         return tree
 
     files = _RunFiles(cfg)
@@ -611,9 +612,9 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     if tree is not None:
         state, best = put(tree["state"]), put(tree["best"])
         protocol.load_state_dict(tree["protocol"])
-        if raw is not None:
-            raw[1].load_state_dict(tree["protocol_raw"])
-            raw = (put(tree["best_raw"]), raw[1])
+        if raw_protocol is not None:
+            raw_protocol.load_state_dict(tree["protocol_raw"])
+            best_raw = put(tree["best_raw"])
         _log(cfg, f"resumed from pseudo-epoch {protocol.epoch}")
     _log(cfg, f"{method.name}: {len(members)} member(s), {n_train} teacher-labelled samples, "
               f"{spec.steps_per_epoch} steps/pseudo-epoch, {mesh.size} device(s)")
@@ -637,11 +638,11 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
         if decision.improved.any():
             best = select(jnp.asarray(decision.improved),
                           (state.params, state.batch_stats, offset), best)
-        if raw is not None:
-            raw_improved = raw[1].update(acc["val_top1"], val5=acc["val_top5"]).improved
+        if raw_protocol is not None:
+            raw_improved = raw_protocol.update(acc["val_top1"], val5=acc["val_top5"]).improved
             if raw_improved.any():
-                raw = (select(jnp.asarray(raw_improved), (state.params, state.batch_stats),
-                              raw[0]), raw[1])
+                best_raw = select(jnp.asarray(raw_improved), (state.params, state.batch_stats),
+                                  best_raw)
         if decision.reload.any():
             r = jnp.asarray(decision.reload)
             params, stats = select(r, best[:2], (state.params, state.batch_stats))
@@ -670,8 +671,8 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     last_acc = ev.test(state.params, state.batch_stats,
                        ev.offset(state.params, state.batch_stats, data), test_x, test_y)
     raw_acc = None
-    if raw is not None:  # the raw slot: its own offset only for the calibrated diagnostic
-        raw_acc = ev.test(raw[0][0], raw[0][1], ev.offset(raw[0][0], raw[0][1], data),
+    if raw_protocol is not None:  # the raw slot: its own offset only for the diagnostic
+        raw_acc = ev.test(best_raw[0], best_raw[1], ev.offset(best_raw[0], best_raw[1], data),
                           test_x, test_y)
     summary = {
         "method": method.name, "method_hyper": method.hyper, "dataset": prep.train.name,
@@ -687,12 +688,12 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                      **protocol.summary(i),
                      **_member_results(best_acc, last_acc, best[2], calibrated,
                                        ev.has_offset, i),
-                     **({} if raw is None else
-                        {"raw_selection": _raw_selection(raw[1], raw_acc, last_acc, i)})}
+                     **({} if raw_protocol is None else
+                        {"raw_selection": _raw_selection(raw_protocol, raw_acc, last_acc, i)})}
                     for i, (seed, lr) in enumerate(members)],
     }
     files.write_summary(summary)
     # Returned for tests and programmatic use; not part of summary.json.
     summary["_final"] = {"state": state, "best": best, "compiles": train_epoch._cache_size(),
-                         "best_raw": None if raw is None else raw[0]}
+                         "best_raw": best_raw}
     return summary
