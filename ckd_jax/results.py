@@ -242,3 +242,53 @@ def aggregate(rows: Iterable[dict], metric: str = "test_top1_at_best_val",
     rank = {v: i for i, v in enumerate(order)}
     out.sort(key=lambda r: (rank[r["variant"]], r["subset_size"]))
     return out
+
+
+def read_results_union(sources: Iterable[str]) -> list[dict]:
+    """Rows of several sweep directories or results files (`read_results` each), as one list.
+
+    For studies whose cells ran as separate sweeps (e.g. one seed per process). Two rows for the
+    same (variant, subset_size, seed, lr) are an error naming both sources: the table would
+    otherwise count one member twice."""
+    rows, seen = [], {}
+    for source in sources:
+        for row in read_results(source):
+            key = (row.get("variant"), row.get("subset_size"), row.get("seed"), row.get("lr"))
+            if key in seen:
+                raise ValueError(f"{source} and {seen[key]} both hold variant {key[0]!r}, "
+                                 f"S={key[1]}, seed {key[2]}, lr {key[3]}: pass each run once")
+            seen[key] = source
+            rows.append(row)
+    return rows
+
+
+def read_test_curves(sweep_dir: str) -> list[dict]:
+    """The test curve of every member of every finished cell under `sweep_dir`, from the
+    metrics.jsonl rows that `eval_test_every` gave a test figure.
+
+    One dict per member: variant, cell, subset_size, seed, lr, selected_on ("raw" or
+    "calibrated": the logits the run selects on, and the ones its curve is measured on),
+    best_epoch (the selected pseudo-epoch), epochs_run, and points, a list of
+    (pseudo-epoch, test top-1, learning rate then), in epoch order. A member without logged
+    test figures gets an empty `points`."""
+    curves = []
+    for cell_path in sorted(glob.glob(os.path.join(sweep_dir, "*", CELL_FILE))):
+        cell_dir = os.path.dirname(cell_path)
+        got = read_cell(cell_dir)
+        if got is None or not got[1].get("finished", False):
+            continue
+        cell, summary = got
+        metrics_path = os.path.join(cell_dir, "metrics.jsonl")
+        logged = (files.read_jsonl(metrics_path, what="metrics file", appended=True)
+                  if os.path.exists(metrics_path) else [])
+        for i, member in enumerate(summary["members"]):
+            key = "test_top1_calibrated" if member.get("selected_on") == "calibrated" \
+                else "test_top1"
+            points = sorted((r["epoch"], r[key], r["lr_now"]) for r in logged
+                            if r.get("member") == i and _finite(r.get(key)))
+            curves.append({"variant": cell["variant"], "cell": os.path.basename(cell_dir),
+                           "subset_size": summary.get("subset_size"), "seed": member["seed"],
+                           "lr": member["lr"], "selected_on": member.get("selected_on", "raw"),
+                           "best_epoch": member.get("best_epoch"),
+                           "epochs_run": member.get("epochs_run"), "points": points})
+    return curves

@@ -1,13 +1,21 @@
 """Tables and a plot from a sweep's results.
 
   python experiments/report.py results/<name> --out results/<name>/report
+  python experiments/report.py runs/a runs/b --out results/<name> --curves ce,kd,ckd_cal
 
-Input: a sweep directory (its results.jsonl, else its cells' summaries) or a results.jsonl file.
-Writes table.md (printed too: a variants x budgets headline, then one row per variant and
-budget, then every learning rate), table.csv and plot.png (test accuracy against teacher calls, one
-line per variant with +-1 std error bars). Rule: per (variant, subset size), the learning rate with
+Input: sweep directories (their finished cells' summaries, else results.jsonl) or results.jsonl
+files; several sources are one table (a member found in two is an error). Writes table.md
+(printed too: a variants x budgets headline, then one row per variant and budget, then every
+learning rate), table.csv and plot.png (test accuracy against teacher calls, one line per
+variant with +-1 std error bars). Rule: per (variant, subset size), the learning rate with
 the highest mean best-validation top-1 over seeds is chosen; the table reports the mean +- sample
 std (ddof = 1) over seeds of the test top-1 at each seed's best-validation point at that rate.
+
+`--curves V1,V2,...` also writes the training-length figure curves.png, curves.csv and curves.md
+from the cells' metrics.jsonl (runs with `eval_test_every = N` log a test figure every N
+pseudo-epochs): test top-1 against pseudo-epoch for those variants at their chosen learning
+rate, one thin line per seed, the seeds' mean in bold, each seed's selected (best-validation)
+epoch marked. The curves describe training; no choice is made from them.
 """
 
 from __future__ import annotations
@@ -164,15 +172,152 @@ def write_plot(agg: list[dict], path: str, title: str = "") -> None:
     plt.close(fig)
 
 
-def make_report(source: str, out: str, metric: str = "test_top1_at_best_val",
-                select_by: str = "best_val_top1") -> dict:
-    """Write table.md, table.csv and plot.png under `out`; returns {name: path} and the table."""
-    rows = R.read_results(source)
+def _chosen_curves(curves: list[dict], agg: list[dict], variants: list[str]) -> list[dict]:
+    """The curves of `variants` at each (variant, subset size)'s chosen learning rate, in the
+    order of `variants`; a variant with no logged test curve is an error naming the fix."""
+    chosen = {(a["variant"], a["subset_size"]): a["lr"] for a in agg}
+    out = []
+    for variant in variants:
+        mine = [c for c in curves if c["variant"] == variant and c["points"]
+                and chosen.get((variant, c["subset_size"])) == float(c["lr"])]
+        if not mine:
+            known = sorted({c["variant"] for c in curves if c["points"]})
+            raise ValueError(f"--curves: variant {variant!r} has no finished cell with a logged "
+                             f"test curve (run it with --set eval_test_every=10); variants with "
+                             f"curves: {known or 'none'}")
+        out.extend(sorted(mine, key=lambda c: (c["subset_size"], c["seed"])))
+    return out
+
+
+def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
+    """Per (variant, subset size) of `curves`: seeds, mean pseudo-epochs run, mean selected
+    epoch, the test figure of the selected weights (mean over seeds, from `rows`), and the peak
+    of the seeds' mean test curve over the epochs every seed logged (epoch and value), with the
+    last such epoch's mean. Descriptive only: nothing is chosen from it."""
+    at_best = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])):
+               r["test_top1_at_best_val"] for r in rows}
+    out = []
+    for key in dict.fromkeys((c["variant"], c["subset_size"]) for c in curves):
+        mine = [c for c in curves if (c["variant"], c["subset_size"]) == key]
+        per_seed = [{e: acc for e, acc, _ in c["points"]} for c in mine]
+        common = sorted(set.intersection(*(set(p) for p in per_seed)))
+        mean_curve = [(e, sum(p[e] for p in per_seed) / len(per_seed)) for e in common]
+        peak = max(mean_curve, key=lambda t: t[1]) if mean_curve else (None, math.nan)
+        selected = [at_best.get((c["variant"], c["subset_size"], c["seed"], float(c["lr"])))
+                    for c in mine]
+        selected = [v for v in selected if v is not None]
+        out.append({"variant": key[0], "subset_size": key[1], "lr": float(mine[0]["lr"]),
+                    "seeds": [c["seed"] for c in mine],
+                    "epochs_run": sum(c["epochs_run"] for c in mine) / len(mine),
+                    "best_epoch": sum(c["best_epoch"] for c in mine) / len(mine),
+                    "test_at_selected": (sum(selected) / len(selected) if selected
+                                         else math.nan),
+                    "peak_epoch": peak[0], "peak_test": peak[1],
+                    "last_common_epoch": common[-1] if common else None,
+                    "last_common_test": mean_curve[-1][1] if mean_curve else math.nan})
+    return out
+
+
+def curves_markdown(summary: list[dict]) -> str:
+    lines = ["**Training length.** Test top-1 (%) logged during training, at each variant's "
+             "chosen learning rate; means over seeds. *Selected*: the test figure of each seed's "
+             "best-validation weights (the table's number). *Peak*: the highest point of the "
+             "seeds' mean test curve over the pseudo-epochs every seed logged; it is a "
+             "description, no choice is made from it.", "",
+             "| variant | S | lr | seeds | pseudo-epochs run (mean) | selected epoch (mean) | "
+             "test at selected | peak of mean curve (epoch) | mean curve at last common epoch |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        lines.append(f"| {s['variant']} | {s['subset_size']} | {s['lr']:g} | "
+                     f"{','.join(map(str, s['seeds']))} | {s['epochs_run']:.0f} | "
+                     f"{s['best_epoch']:.0f} | {_pct(s['test_at_selected'])} | "
+                     f"{_pct(s['peak_test'])} ({s['peak_epoch']}) | "
+                     f"{_pct(s['last_common_test'])} ({s['last_common_epoch']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write_curves_csv(curves: list[dict], path: str) -> None:
+    """One line per logged test point: variant, subset size, seed, lr, pseudo-epoch, test top-1
+    (%), the learning rate at that epoch, and whether it is the seed's selected epoch."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(("variant", "subset_size", "seed", "lr", "epoch", "test_top1_pct", "lr_now",
+                "logits", "selected_epoch"))
+    for c in curves:
+        for epoch, acc, lr_now in c["points"]:
+            w.writerow([c["variant"], c["subset_size"], c["seed"], f"{float(c['lr']):g}", epoch,
+                        f"{100 * acc:.4f}", f"{lr_now:g}", c["selected_on"], c["best_epoch"]])
+    write_atomic(path, buf.getvalue())
+
+
+def write_curves_plot(curves: list[dict], rows: list[dict], path: str, title: str = "") -> None:
+    """Test top-1 against pseudo-epoch: per variant one colour, a thin line per seed, the
+    seeds' mean (over the epochs all of them logged) in bold, and a marker at each seed's
+    selected epoch at its selected test figure. One panel per subset size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    at_best = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])):
+               r["test_top1_at_best_val"] for r in rows}
+    subsets = sorted({c["subset_size"] for c in curves})
+    fig, axes = plt.subplots(1, len(subsets), figsize=(7.6 * len(subsets), 4.6), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    variants = list(dict.fromkeys(c["variant"] for c in curves))
+    for ax, subset in zip(axes[0], subsets):
+        for i, variant in enumerate(variants):
+            colour = colours[i % len(colours)]
+            mine = [c for c in curves if c["variant"] == variant and c["subset_size"] == subset]
+            if not mine:
+                continue
+            for c in mine:
+                ax.plot([p[0] for p in c["points"]], [100 * p[1] for p in c["points"]],
+                        color=colour, alpha=0.35, linewidth=0.8)
+                best = at_best.get((variant, subset, c["seed"], float(c["lr"])))
+                if best is not None and c["best_epoch"] is not None:
+                    ax.plot([c["best_epoch"]], [100 * best], marker="*", markersize=9,
+                            color=colour, markeredgecolor="black", markeredgewidth=0.5)
+            per_seed = [{e: acc for e, acc, _ in c["points"]} for c in mine]
+            common = sorted(set.intersection(*(set(p) for p in per_seed)))
+            ax.plot(common, [100 * sum(p[e] for p in per_seed) / len(per_seed) for e in common],
+                    color=colour, linewidth=2.2,
+                    linestyle="--" if variant.startswith("ckd") else "-",
+                    label=f"{variant} (lr {float(mine[0]['lr']):g}, {len(mine)} seeds)")
+        ax.set_xlabel("pseudo-epoch")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"S = {subset}; thin: seeds, bold: mean, star: selected epoch", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def make_report(source: str | list[str], out: str, metric: str = "test_top1_at_best_val",
+                select_by: str = "best_val_top1", curves: list[str] | None = None) -> dict:
+    """Write table.md, table.csv and plot.png under `out` (and curves.png, curves.csv,
+    curves.md for the `curves` variants); returns {name: path}, the table and the aggregate.
+    `source`: one sweep directory or results file, or a list of them (one table)."""
+    sources = [source] if isinstance(source, str) else list(source)
+    if curves:
+        not_dirs = [s for s in sources if not os.path.isdir(s)]
+        if not_dirs:
+            raise ValueError(f"--curves reads the cells' metrics.jsonl, so every source must be "
+                             f"a sweep directory, not {not_dirs}")
+    rows = R.read_results_union(sources)
+    named = " ".join(sources)
     if not rows:
-        raise ValueError(f"no result rows in {source}")
+        raise ValueError(f"no result rows in {named}")
     agg = in_variant_order(R.aggregate(rows, metric=metric, select_by=select_by))
     if not agg:
-        raise ValueError(f"no row of {source} has finite {metric} and {select_by}")
+        raise ValueError(f"no row of {named} has finite {metric} and {select_by}")
+    chosen_curves = None
+    if curves:  # checked before anything is written
+        chosen_curves = _chosen_curves([c for s in sources for c in R.read_test_curves(s)],
+                                       agg, curves)
     os.makedirs(out, exist_ok=True)
     table = markdown_table(agg, rows, metric, select_by)
     paths = {"table.md": os.path.join(out, "table.md"),
@@ -181,23 +326,44 @@ def make_report(source: str, out: str, metric: str = "test_top1_at_best_val",
     write_atomic(paths["table.md"], table)
     write_csv(agg, paths["table.csv"])
     write_plot(agg, paths["plot.png"], title=_meta(rows))
-    return {"paths": paths, "table": table, "aggregate": agg}
+    result = {"paths": paths, "table": table, "aggregate": agg}
+    if chosen_curves is not None:
+        for name in ("curves.png", "curves.csv", "curves.md"):
+            paths[name] = os.path.join(out, name)
+        summary = curve_summary(chosen_curves, rows)
+        result["curves"] = curves_markdown(summary)
+        result["curve_summary"] = summary
+        write_curves_plot(chosen_curves, rows, paths["curves.png"], title=_meta(rows))
+        write_curves_csv(chosen_curves, paths["curves.csv"])
+        write_atomic(paths["curves.md"], result["curves"])
+    return result
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source", help="sweep directory or results.jsonl")
-    ap.add_argument("--out", help="output folder (default: <sweep dir>/report)")
+    ap.add_argument("sources", nargs="+", metavar="source",
+                    help="sweep directory or results.jsonl; several make one table")
+    ap.add_argument("--out", help="output folder (default: <sweep dir>/report; required with "
+                                  "several sources)")
     ap.add_argument("--metric", default="test_top1_at_best_val",
                     help="reported member metric (default: %(default)s)")
     ap.add_argument("--select-by", default="best_val_top1",
                     help="member metric whose mean over seeds picks the LR (default: %(default)s)")
+    ap.add_argument("--curves", help="comma-separated variants whose logged test curves to plot "
+                                     "(curves.png/.csv/.md; sweep directories only)")
     args = ap.parse_args(argv)
-    base = args.source if os.path.isdir(args.source) else os.path.dirname(args.source) or "."
+    if len(args.sources) > 1 and not args.out:
+        ap.error(f"--out is required with several sources ({len(args.sources)} given)")
+    source = args.sources[0]
+    base = source if os.path.isdir(source) else os.path.dirname(source) or "."
     out = args.out or os.path.join(base, "report")
-    rep = make_report(args.source, out, metric=args.metric, select_by=args.select_by)
+    curves = [v for v in (args.curves or "").split(",") if v] or None
+    rep = make_report(args.sources, out, metric=args.metric, select_by=args.select_by,
+                      curves=curves)
     print(rep["table"])
+    if "curves" in rep:
+        print(rep["curves"])
     for path in rep["paths"].values():
         print(f"wrote {path}")
     return 0

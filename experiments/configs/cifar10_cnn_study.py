@@ -24,11 +24,23 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
       --subset-sizes 1000 --seeds 1 --lrs 0.1,0.05,0.025 --jobs 2 --out runs/cifar10_cnn_pilot
   python experiments/pick_lr.py runs/cifar10_cnn_pilot
   # 2b. the study: for each method M at its chosen learning rate L (results/cifar10_cnn/README.md
-  #     lists them), seeds 1-3 under the plateau protocol, all into one sweep folder:
+  #     lists them) and each seed K of 1-3, the plateau protocol, one sweep folder per run so
+  #     that runs can go to separate processes (on this 2-core CPU: one per core, each under
+  #     `taskset -c <core>`, with jemalloc as in docs/performance.md):
   #       python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
-  #           --methods M --subset-sizes 1000 --seeds 1,2,3 --lrs L --jobs 2 --out runs/cifar10_cnn
-  # 3. the report
-  python experiments/report.py runs/cifar10_cnn --out results/cifar10_cnn
+  #           --methods M --subset-sizes 1000 --seeds K --lrs L --jobs 1 --out runs/cnn/M_sK
+  #     then copy each finished run's cell.json, config.json, summary.json and metrics.jsonl
+  #     (not its checkpoints or logit tables) to results/cifar10_cnn/study/M_sK/M_S1000/.
+  # 3. the report: one table from all those folders, and the training-length figure
+  python experiments/report.py results/cifar10_cnn/study/* --out results/cifar10_cnn \
+      --curves ce,kd,ckd_cal
+  # On an accelerator, the whole study in one command (every rate of the grid for every method,
+  # budget and seed; members vmapped; the report picks each rate on validation, no pilot):
+  #   python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
+  #       --methods ce,kd,ckd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd \
+  #       --subset-sizes 1000,2000,4000 --seeds 1,2,3 --lrs 0.1,0.05,0.025 --out runs/cifar10_cnn
+  #   python experiments/report.py runs/cifar10_cnn --out results/cifar10_cnn_gpu \
+  #       --curves ce,kd,ckd_cal
 
 Teacher resnet14 (0.17 M parameters), student resnet8 (0.08 M), both RepDistiller's CIFAR ResNets.
 CRD draws 256 negatives per sample, not the paper's 16,384: at S = 1000 there are 800
