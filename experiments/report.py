@@ -4,7 +4,8 @@
   python experiments/report.py runs/a runs/b --out results/<name> --curves ce,kd,ckd_cal
 
 Input: sweep directories (their finished cells' summaries, else results.jsonl) or results.jsonl
-files; several sources are one table (a member found in two is an error). Writes table.md
+files; several sources are one table (a member found in two is an error) and their rows are
+also written to `<out>/results.jsonl`. Writes table.md
 (printed too: a variants x budgets headline, then one row per variant and budget, then every
 learning rate), table.csv and plot.png (test accuracy against teacher calls, one line per
 variant with +-1 std error bars). Rule: per (variant, subset size), the learning rate with
@@ -326,6 +327,9 @@ def make_report(source: str | list[str], out: str, metric: str = "test_top1_at_b
     write_atomic(paths["table.md"], table)
     write_csv(agg, paths["table.csv"])
     write_plot(agg, paths["plot.png"], title=_meta(rows))
+    if len(sources) > 1:  # the table's exact input, in one file
+        paths["results.jsonl"] = os.path.join(out, R.RESULTS_FILE)
+        R.write_jsonl(rows, paths["results.jsonl"])
     result = {"paths": paths, "table": table, "aggregate": agg}
     if chosen_curves is not None:
         for name in ("curves.png", "curves.csv", "curves.md"):

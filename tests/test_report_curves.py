@@ -74,6 +74,9 @@ def test_several_sources_are_one_table(two_sweeps, tmp_path):
     assert float(table["kd"]["test_top1_std_pct"]) == pytest.approx(
         100 * np.std([0.48, 0.41], ddof=1), abs=1e-3)
     assert "curves" not in rep  # only with --curves
+    union = R.read_results(str(tmp_path / "rep" / "results.jsonl"))  # the table's input
+    assert sorted((r["variant"], r["seed"], r["lr"]) for r in union) == sorted(
+        (r["variant"], r["seed"], r["lr"]) for r in R.read_results(a) + R.read_results(b))
 
 
 def test_a_member_in_two_sources_is_an_error(two_sweeps, tmp_path):
