@@ -192,11 +192,11 @@ def _chosen_curves(curves: list[dict], agg: list[dict], variants: list[str]) -> 
 
 def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
     """Per (variant, subset size) of `curves`: seeds, mean pseudo-epochs run, mean selected
-    epoch, the test figure of the selected weights (mean over seeds, from `rows`), and the peak
+    epoch, the test figures of the selected and of the last weights (means over seeds, from
+    `rows`), and the peak
     of the seeds' mean test curve over the epochs every seed logged (epoch and value), with the
     last such epoch's mean. Descriptive only: nothing is chosen from it."""
-    at_best = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])):
-               r["test_top1_at_best_val"] for r in rows}
+    by_member = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])): r for r in rows}
     out = []
     for key in dict.fromkeys((c["variant"], c["subset_size"]) for c in curves):
         mine = [c for c in curves if (c["variant"], c["subset_size"]) == key]
@@ -204,15 +204,18 @@ def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
         common = sorted(set.intersection(*(set(p) for p in per_seed)))
         mean_curve = [(e, sum(p[e] for p in per_seed) / len(per_seed)) for e in common]
         peak = max(mean_curve, key=lambda t: t[1]) if mean_curve else (None, math.nan)
-        selected = [at_best.get((c["variant"], c["subset_size"], c["seed"], float(c["lr"])))
-                    for c in mine]
-        selected = [v for v in selected if v is not None]
+        members = [by_member.get((c["variant"], c["subset_size"], c["seed"], float(c["lr"])))
+                   for c in mine]
+        selected = [m["test_top1_at_best_val"] for m in members if m is not None]
+        last = [m["last_test_top1"] for m in members
+                if m is not None and m.get("last_test_top1") is not None]
         out.append({"variant": key[0], "subset_size": key[1], "lr": float(mine[0]["lr"]),
                     "seeds": [c["seed"] for c in mine],
                     "epochs_run": sum(c["epochs_run"] for c in mine) / len(mine),
                     "best_epoch": sum(c["best_epoch"] for c in mine) / len(mine),
                     "test_at_selected": (sum(selected) / len(selected) if selected
                                          else math.nan),
+                    "test_at_last": sum(last) / len(last) if last else math.nan,
                     "peak_epoch": peak[0], "peak_test": peak[1],
                     "last_common_epoch": common[-1] if common else None,
                     "last_common_test": mean_curve[-1][1] if mean_curve else math.nan})
@@ -222,16 +225,19 @@ def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
 def curves_markdown(summary: list[dict]) -> str:
     lines = ["**Training length.** Test top-1 (%) logged during training, at each variant's "
              "chosen learning rate; means over seeds. *Selected*: the test figure of each seed's "
-             "best-validation weights (the table's number). *Peak*: the highest point of the "
-             "seeds' mean test curve over the pseudo-epochs every seed logged; it is a "
-             "description, no choice is made from it.", "",
+             "best-validation weights (the table's number); *last*: of the weights the run "
+             "ended with. *Peak*: the highest point of the seeds' mean test curve over the "
+             "pseudo-epochs every seed logged; it is a description, no choice is made from it.",
+             "",
              "| variant | S | lr | seeds | pseudo-epochs run (mean) | selected epoch (mean) | "
-             "test at selected | peak of mean curve (epoch) | mean curve at last common epoch |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "test at selected | test at last | peak of mean curve (epoch) | "
+             "mean curve at last common epoch |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(f"| {s['variant']} | {s['subset_size']} | {s['lr']:g} | "
                      f"{','.join(map(str, s['seeds']))} | {s['epochs_run']:.0f} | "
                      f"{s['best_epoch']:.0f} | {_pct(s['test_at_selected'])} | "
+                     f"{_pct(s['test_at_last'])} | "
                      f"{_pct(s['peak_test'])} ({s['peak_epoch']}) | "
                      f"{_pct(s['last_common_test'])} ({s['last_common_epoch']}) |")
     return "\n".join(lines) + "\n"

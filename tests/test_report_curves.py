@@ -28,6 +28,7 @@ def _write_cell(sweep_dir, variant, seeds, lrs, curves, best, *, calibrated=Fals
         log = curves[(seed, lr)]
         members.append({"seed": seed, "lr": lr, "best_epoch": epoch_best, "best_val_top1": val,
                         "test_top1_at_best_val": test, "epochs_run": max(log),
+                        "last_test_top1": log[max(log)],
                         "selected_on": "calibrated" if calibrated else "raw"})
         for epoch in range(1, max(log) + 1):
             row = {"epoch": epoch, "member": i, "seed": seed, "lr": lr, "lr_now": lr,
@@ -101,6 +102,7 @@ def test_curves_match_numpy(two_sweeps, tmp_path):
     assert kd["epochs_run"] == pytest.approx(np.mean([30, 20]))
     assert kd["best_epoch"] == pytest.approx(np.mean([18, 12]))
     assert kd["test_at_selected"] == pytest.approx(np.mean([0.48, 0.41]))
+    assert kd["test_at_last"] == pytest.approx(np.mean([0.45, 0.42]))
     ckd = summary["ckd_cal"]  # read on calibrated logits (the 0.999 raw figures are not)
     assert ckd["peak_epoch"] == 20 and ckd["peak_test"] == pytest.approx(np.mean([0.6, 0.4]))
     with open(os.path.join(out, "curves.csv")) as f:
@@ -111,7 +113,8 @@ def test_curves_match_numpy(two_sweeps, tmp_path):
     with open(os.path.join(out, "curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     md = open(os.path.join(out, "curves.md")).read()
-    assert f"| kd | 100 | 0.1 | 1,2 | 25 | 15 | 44.50 | {100 * mean_curve[20]:.2f} (20) |" in md
+    assert (f"| kd | 100 | 0.1 | 1,2 | 25 | 15 | 44.50 | 43.50 | {100 * mean_curve[20]:.2f} (20) "
+            f"| {100 * mean_curve[20]:.2f} (20) |") in md
 
 
 def test_curves_errors_before_writing(two_sweeps, tmp_path):
