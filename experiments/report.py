@@ -193,9 +193,9 @@ def _chosen_curves(curves: list[dict], agg: list[dict], variants: list[str]) -> 
 def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
     """Per (variant, subset size) of `curves`: seeds, mean pseudo-epochs run, mean selected
     epoch, the test figures of the selected and of the last weights (means over seeds, from
-    `rows`), and the peak
-    of the seeds' mean test curve over the epochs every seed logged (epoch and value), with the
-    last such epoch's mean. Descriptive only: nothing is chosen from it."""
+    `rows`), and the peak of the seeds' mean test curve over the epochs every seed logged
+    (epoch and value), with the last such epoch's mean. Descriptive only: nothing is chosen
+    from it."""
     by_member = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])): r for r in rows}
     out = []
     for key in dict.fromkeys((c["variant"], c["subset_size"]) for c in curves):
@@ -245,7 +245,8 @@ def curves_markdown(summary: list[dict]) -> str:
 
 def write_curves_csv(curves: list[dict], path: str) -> None:
     """One line per logged test point: variant, subset size, seed, lr, pseudo-epoch, test top-1
-    (%), the learning rate at that epoch, and whether it is the seed's selected epoch."""
+    (%), the learning rate at that epoch, the logits it was measured on (raw/calibrated) and the
+    seed's selected (best-validation) epoch."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow(("variant", "subset_size", "seed", "lr", "epoch", "test_top1_pct", "lr_now",
