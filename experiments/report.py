@@ -190,21 +190,32 @@ def _chosen_curves(curves: list[dict], agg: list[dict], variants: list[str]) -> 
     return out
 
 
+def _member_key(variant: str, subset_size, seed, lr) -> tuple:
+    """How a curve finds its results row: (variant, subset size, seed, lr as float)."""
+    return variant, subset_size, seed, float(lr)
+
+
+def _mean_curve(curves: list[dict]) -> list[tuple[int, float]]:
+    """(pseudo-epoch, mean test top-1) over `curves`, at the epochs every one of them logged."""
+    per_seed = [{e: acc for e, acc, _ in c["points"]} for c in curves]
+    common = sorted(set.intersection(*(set(p) for p in per_seed)))
+    return [(e, sum(p[e] for p in per_seed) / len(per_seed)) for e in common]
+
+
 def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
     """Per (variant, subset size) of `curves`: seeds, mean pseudo-epochs run, mean selected
     epoch, the test figures of the selected and of the last weights (means over seeds, from
     `rows`), and the peak of the seeds' mean test curve over the epochs every seed logged
     (epoch and value), with the last such epoch's mean. Descriptive only: nothing is chosen
     from it."""
-    by_member = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])): r for r in rows}
+    by_member = {_member_key(r["variant"], r["subset_size"], r["seed"], r["lr"]): r
+                 for r in rows}
     out = []
     for key in dict.fromkeys((c["variant"], c["subset_size"]) for c in curves):
         mine = [c for c in curves if (c["variant"], c["subset_size"]) == key]
-        per_seed = [{e: acc for e, acc, _ in c["points"]} for c in mine]
-        common = sorted(set.intersection(*(set(p) for p in per_seed)))
-        mean_curve = [(e, sum(p[e] for p in per_seed) / len(per_seed)) for e in common]
+        mean_curve = _mean_curve(mine)
         peak = max(mean_curve, key=lambda t: t[1]) if mean_curve else (None, math.nan)
-        members = [by_member.get((c["variant"], c["subset_size"], c["seed"], float(c["lr"])))
+        members = [by_member.get(_member_key(c["variant"], c["subset_size"], c["seed"], c["lr"]))
                    for c in mine]
         selected = [m["test_top1_at_best_val"] for m in members if m is not None]
         last = [m["last_test_top1"] for m in members
@@ -217,7 +228,7 @@ def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
                                          else math.nan),
                     "test_at_last": sum(last) / len(last) if last else math.nan,
                     "peak_epoch": peak[0], "peak_test": peak[1],
-                    "last_common_epoch": common[-1] if common else None,
+                    "last_common_epoch": mean_curve[-1][0] if mean_curve else None,
                     "last_common_test": mean_curve[-1][1] if mean_curve else math.nan})
     return out
 
@@ -267,7 +278,7 @@ def write_curves_plot(curves: list[dict], rows: list[dict], path: str, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    at_best = {(r["variant"], r["subset_size"], r["seed"], float(r["lr"])):
+    at_best = {_member_key(r["variant"], r["subset_size"], r["seed"], r["lr"]):
                r["test_top1_at_best_val"] for r in rows}
     subsets = sorted({c["subset_size"] for c in curves})
     fig, axes = plt.subplots(1, len(subsets), figsize=(7.6 * len(subsets), 4.6), squeeze=False)
@@ -282,13 +293,12 @@ def write_curves_plot(curves: list[dict], rows: list[dict], path: str, title: st
             for c in mine:
                 ax.plot([p[0] for p in c["points"]], [100 * p[1] for p in c["points"]],
                         color=colour, alpha=0.35, linewidth=0.8)
-                best = at_best.get((variant, subset, c["seed"], float(c["lr"])))
+                best = at_best.get(_member_key(variant, subset, c["seed"], c["lr"]))
                 if best is not None and c["best_epoch"] is not None:
                     ax.plot([c["best_epoch"]], [100 * best], marker="*", markersize=9,
                             color=colour, markeredgecolor="black", markeredgewidth=0.5)
-            per_seed = [{e: acc for e, acc, _ in c["points"]} for c in mine]
-            common = sorted(set.intersection(*(set(p) for p in per_seed)))
-            ax.plot(common, [100 * sum(p[e] for p in per_seed) / len(per_seed) for e in common],
+            mean_curve = _mean_curve(mine)
+            ax.plot([e for e, _ in mean_curve], [100 * acc for _, acc in mean_curve],
                     color=colour, linewidth=2.2,
                     linestyle="--" if variant.startswith("ckd") else "-",
                     label=f"{variant} (lr {float(mine[0]['lr']):g}, {len(mine)} seeds)")
