@@ -33,14 +33,14 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #     (not its checkpoints or logit tables) to results/cifar10_cnn/study/M_sK/M_S1000/.
   # 3. the report: one table from all those folders, and the training-length figure
   python experiments/report.py results/cifar10_cnn/study/* --out results/cifar10_cnn \
-      --curves ce,kd,ckd,ckd_cal
+      --curves ce,kd,mixup,ckd,ckd_cal
   # On an accelerator, the whole study in one command (every rate of the grid for every method,
   # budget and seed; members vmapped; the report picks each rate on validation, no pilot):
   #   python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
   #       --methods ce,kd,ckd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd \
   #       --subset-sizes 1000,2000,4000 --seeds 1,2,3 --lrs 0.1,0.05,0.025 --out runs/cifar10_cnn
   #   python experiments/report.py runs/cifar10_cnn --out results/cifar10_cnn_gpu \
-  #       --curves ce,kd,ckd,ckd_cal
+  #       --curves ce,kd,mixup,ckd,ckd_cal
 
 Teacher resnet14 (0.17 M parameters), student resnet8 (0.08 M), both RepDistiller's CIFAR ResNets.
 CRD draws 256 negatives per sample, not the paper's 16,384: at S = 1000 there are 800
