@@ -12,7 +12,9 @@ permission) or an `OSError` of the file kind
 this project's own code (the library's validation or the command itself: the innermost frame of
 the traceback is in `ckd_jax/` or in the command's folder), or `SystemExit` with a message. The
 same exception types raised inside a dependency (NumPy, JAX, ...) are crashes and keep their
-traceback, and so does everything else. `CKD_JAX_TRACEBACK=1` shows the traceback of every error.
+traceback, and so does everything else. `CKD_JAX_TRACEBACK=1` shows the traceback of every
+error. Ctrl-C (KeyboardInterrupt) is one line too, exit status 130: training saves and says how
+to resume (`ckd_jax.interrupt`).
 The validation is written to fail before any output is created, so nothing is left behind.
 """
 
@@ -68,6 +70,16 @@ def run_command(main: Callable[..., int | None], argv: list[str] | None = None,
     verbose = os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
     try:
         status = main() if argv is None else main(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C: what was saved and how to resume, not a trace
+        if verbose:
+            raise
+        from ckd_jax.interrupt import RunInterrupted
+
+        said = one_line(e) if isinstance(e, RunInterrupted) else (
+            "interrupted: stopped at once; the last checkpoint (if any) is kept, and rerunning "
+            "the same command resumes from it")
+        print(f"{prog}: {said}", file=sys.stderr)
+        return 130
     except SystemExit as e:
         if isinstance(e.code, str) and not verbose:
             print(error_line(prog, e.code), file=sys.stderr)

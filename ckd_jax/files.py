@@ -77,6 +77,7 @@ def write_atomic(path: str | os.PathLike, write: Callable | bytes | str) -> None
         _remove_stale_tmp(path)
         fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.{os.getpid()}.",
                                    suffix=".tmp", dir=folder)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would not
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, str):
                 f.write(write.encode())
@@ -97,6 +98,24 @@ def write_atomic(path: str | os.PathLike, write: Callable | bytes | str) -> None
         if tmp is not None and os.path.exists(tmp):
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(mask)
+    return mask
+
+
+def make_dirs(path: str | os.PathLike) -> None:
+    """`os.makedirs(path, exist_ok=True)`; a refusal (read-only folder, permission, full disk)
+    is `WriteFailed`, one line naming the folder."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError as e:  # a file where the folder should be
+        raise FileExistsError(f"cannot create the folder {os.fspath(path)}: a file of that "
+                              "name is in the way") from e
+    except OSError as e:
+        raise write_failed(os.fspath(path), e) from e
 
 
 def _remove_stale_tmp(path: str) -> None:

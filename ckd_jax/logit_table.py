@@ -251,6 +251,37 @@ def variables_hash(variables) -> str:
     return h.hexdigest()
 
 
+def teacher_fingerprint(source) -> str | None:
+    """A cheap identity of the teacher weights at `source` (no weights loaded), recorded in
+    every table built from it (`teacher_source_sha256`) and compared each time a table is used:
+    for a RepDistiller .pth the sha256 of the file; for a `train_teacher.py` run dir (or its
+    checkpoints/ folder) the sha256 of the newest step's checkpoint manifest (which holds the
+    sha256 of every file of that step). None when there is none to read (no checkpoint, or
+    steps written before manifests): the caller then compares the weights' own hash."""
+    if source is None:
+        return None
+    src = os.fspath(source)
+    if os.path.isfile(src):
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    folder = os.path.join(src, "checkpoints")
+    folder = folder if os.path.isdir(folder) else src
+    try:
+        steps = sorted((int(n) for n in os.listdir(folder) if n.isdigit()), reverse=True)
+    except OSError:
+        return None
+    for step in steps:
+        try:
+            with open(os.path.join(folder, str(step), "ckd_sha256.json"), "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            continue
+    return None
+
+
 def images_hash(images_u8: np.ndarray) -> str:
     """Content hash of the teacher-labelled images in table row order (what the table is of)."""
     return hash_arrays(np.asarray(images_u8))
@@ -414,9 +445,11 @@ class LogitTable:
 
     def check_matches(self, *, dataset: str, indices, teacher_name: str, teacher_hash: str,
                       view: str | None = None, feature_layers: Sequence[int] = (),
-                      images_hash: str | None = None, view_hash: str | None = None) -> None:
+                      images_hash: str | None = None, view_hash: str | None = None,
+                      seed: int | None = None) -> None:
         """Raise ValueError naming the first field in which this table differs from what the
         run expects (dataset name, row indices, teacher name, teacher weights hash, view, the
+        seed that drew its split and view (a table renamed to another seed's file name), the
         teacher feature layers a white-box method needs, and, for tables that record them, the
         content hash of the images and of the view's parameters)."""
         for fieldname, want in (("dataset", dataset), ("teacher_name", teacher_name),
@@ -427,6 +460,9 @@ class LogitTable:
             if have != want:
                 raise ValueError(f"logit table {fieldname} mismatch: the table has {have!r}, "
                                  f"the run expects {want!r}")
+        if seed is not None and "seed" in self.meta and self.meta["seed"] != seed:
+            raise ValueError(f"logit table seed mismatch: the table was built for seed "
+                             f"{self.meta['seed']!r}, the run expects seed {seed} (renamed?)")
         want_idx = np.asarray(indices)
         if want_idx.shape != self.indices.shape:
             raise ValueError(f"logit table indices mismatch: the table has {len(self.indices)} "
@@ -481,7 +517,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
                               split: str = "train", logits_dtype=np.float32,
                               feature_layers: Sequence[int] = (),
                               features_dtype=np.float32,
-                              rebuild: bool = False) -> tuple[LogitTable, int]:
+                              rebuild: bool = False,
+                              teacher_source: str | None = None) -> tuple[LogitTable, int]:
     """Load the logit table at `path` if it exists (checking that it matches; 0 teacher calls),
     else run `teacher_pass` on `images[indices]` under a budget of len(indices) and save it.
 
@@ -501,6 +538,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
       features_dtype: np.float32 or jnp.bfloat16 for the stored features.
       rebuild: build the table even if a file exists (the user asked: `--rebuild-tables`);
         the cost is printed first, and the old file stays until the new one is written.
+      teacher_source: `teacher_fingerprint` of where the teacher was loaded from, recorded
+        so that a later run checks the table against its teacher without loading it.
 
     Returns:
       (table, teacher_calls_made): 0 calls when loaded, B when built.
@@ -526,7 +565,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
     labelled = images[indices]
     expect = dict(dataset=dataset_name, indices=indices, teacher_name=teacher_name,
                   teacher_hash=teacher_hash, view=view, feature_layers=layers,
-                  images_hash=images_hash(labelled), view_hash=view_hash(spec, view))
+                  images_hash=images_hash(labelled), view_hash=view_hash(spec, view),
+                  seed=int(seed))
     if os.path.exists(path) and not rebuild:
         return load_matching_table(path, rebuild_calls=len(indices), **expect), 0
     if os.path.exists(path):
@@ -547,6 +587,8 @@ def build_or_load_logit_table(path, *, teacher_apply: Callable, teacher_variable
     }
     if layers:
         meta["feature_layers"] = list(layers)
+    if teacher_source is not None:
+        meta["teacher_source_sha256"] = teacher_source
     table = LogitTable(logits.astype(logits_dtype), indices, meta, features)
     table.save(path)
     _remove_marker(path)

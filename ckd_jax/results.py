@@ -171,9 +171,34 @@ def read_results(path: str) -> list[dict]:
         path = file
     if not os.path.exists(path):
         raise FileNotFoundError(f"results file {path} does not exist")
-    return files.read_jsonl(path, what="results file", next_step=(
-        "rewrite it from the cells' summaries by rerunning the sweep command (finished cells "
-        "are skipped, no teacher call), or pass the sweep directory instead"))
+    next_step = ("rewrite it from the cells' summaries by rerunning the sweep command (finished "
+                 "cells are skipped, no teacher call), or pass the sweep directory instead")
+    rows = files.read_jsonl(path, what="results file", next_step=next_step)
+    with open(path, "rb") as f:  # the line of each row (read_jsonl skips blank lines only)
+        lines = [n for n, line in enumerate(f.read().split(b"\n"), 1) if line.strip()]
+    for n, row in zip(lines, rows):
+        bad = _bad_figure(row)
+        if bad is not None:
+            raise files.DamagedFile(f"results file {path} is damaged: line {n}: {bad}; "
+                                    f"{next_step}")
+    return rows
+
+
+# Fields of a results row that are numbers (or None where not measured): a figure stored as a
+# string ("0.9") would otherwise drop out of the mean without a word.
+_NUMERIC_FIELDS = ("seed", "lr", "subset_size", "budget", "teacher_calls")
+_NUMERIC_PREFIXES = ("test_", "last_test_", "best_val_", "last_val_", "val_")
+
+
+def _bad_figure(row: dict) -> str | None:
+    """What is wrong with the first non-numeric figure of `row` (None when all are numbers)."""
+    for key, value in row.items():
+        if key in _NUMERIC_FIELDS or key.startswith(_NUMERIC_PREFIXES):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                return (f"{key} is {json.dumps(value)} (a {type(value).__name__}), not a "
+                        "number")
+    return None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -210,6 +235,10 @@ def aggregate(rows: Iterable[dict], metric: str = "test_top1_at_best_val",
         for key in ("variant", "subset_size", "lr", "seed", metric, select_by):
             if key not in row:
                 raise ValueError(f"results row lacks {key!r}: {row}")
+        bad = _bad_figure(row)
+        if bad is not None:  # rows not read by read_results (e.g. built in memory)
+            raise ValueError(f"results row of {row.get('variant')!r} seed {row.get('seed')!r}: "
+                             f"{bad}")
         if row["variant"] not in order:
             order.append(row["variant"])
         groups[(row["variant"], row["subset_size"])][float(row["lr"])].append(row)

@@ -145,3 +145,40 @@ def table_build_args(on_batch=None) -> dict:
                 key=jax.random.PRNGKey(3), spec=DatasetSpec(mean=(0.5,), std=(0.25,),
                                                             crop_size=8, padding=1, flip=True),
                 seed=1, batch_size=3)
+
+
+def teacher_folder(folder, width: int = 32, seed: int = 0):
+    """A train_teacher.py run folder (one checkpoint step and a teacher.json) of an untrained
+    TinyCNN of `width`, made without training; returns its variables."""
+    import jax
+
+    from ckd_jax.checkpoint import Checkpointer
+    from ckd_jax.models import create_model
+
+    folder = os.fspath(folder)
+    model = create_model("tiny_cnn", 10, width=width)
+    variables = model.init(jax.random.PRNGKey(seed), np.zeros((1, 8, 8, 1), np.float32),
+                           train=False)
+    variables = {"params": variables["params"],
+                 "batch_stats": variables.get("batch_stats", {})}
+    cfg = {"model": "tiny_cnn", "model_kwargs": {"width": width}}
+    with Checkpointer(os.path.join(folder, "checkpoints"), best_metric="test_acc") as ck:
+        ck.save(1, variables, {"test_acc": 0.5},
+                extra={"config": cfg, "num_classes": 10, "image_shape": [8, 8, 1]})
+    with open(os.path.join(folder, "teacher.json"), "w") as f:
+        json.dump({"model": "tiny_cnn", "config": cfg, "test_acc": 0.9}, f)
+    return variables
+
+
+def build_tables(out, teacher_dir, table_dir, width: int = 32, seeds=(1, 2, 3)) -> int:
+    """The quickstart's kd tables of the teacher in `teacher_dir`, built into `table_dir` the
+    way the command builds them (in process, no training); returns the teacher calls."""
+    import jax
+
+    from ckd_jax.train.distill import _Prepared
+
+    cfg = quickstart_config(os.fspath(out)).replace(
+        teacher_checkpoint=os.fspath(teacher_dir), logit_table_dir=os.fspath(table_dir),
+        teacher_kwargs={"width": width}, seeds=tuple(seeds))
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    return _Prepared(cfg, mesh, None, None).build_missing_tables()

@@ -133,6 +133,56 @@ def test_table_of_other_images_refused_by_run_distillation_with_zero_calls(tmp_p
     assert teacher.calls == 0 and not (tmp_path / "second").exists()
 
 
+def _prepare(cfg):
+    from ckd_jax.train.distill import _Prepared
+
+    return _Prepared(cfg, jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",)), None,
+                     None)
+
+
+@pytest.fixture(scope="module")
+def teacher_tables(tmp_path_factory):
+    """A teacher run folder (untrained TinyCNN(32)) and the quickstart's kd tables built from
+    it, once; cases copy it."""
+    from faults_support import build_tables, teacher_folder
+
+    root = tmp_path_factory.mktemp("teacher_tables") / "qs"
+    teacher_folder(root / "teacher")
+    build_tables(root, root / "teacher", root / "logit_tables")
+    return root
+
+
+def test_tables_are_checked_against_the_teacher_each_use(tmp_path, teacher_tables, monkeypatch,
+                                                        capsys):
+    """Tables that recorded this teacher's fingerprint are used without loading the teacher;
+    one without it (built before fingerprints) makes the run load the teacher once and compare
+    the weights' hash; a seed-2 table renamed to seed 1 is refused naming both seeds."""
+    from ckd_jax.train import supervised
+
+    qs = tmp_path / "qs"
+    shutil.copytree(teacher_tables, qs)
+    cfg = quickstart_config(str(qs))
+    loads = []
+    real = supervised.load_teacher
+    monkeypatch.setattr(supervised, "load_teacher",
+                        lambda *a, **k: loads.append(1) or real(*a, **k))
+    prep = _prepare(cfg)
+    assert loads == [] and prep.teacher_hash is None and all(m.table for m in prep.members)
+
+    t1 = qs / "logit_tables" / "digits_tiny_cnn_augmented_S250_seed1.npz"
+    old = LogitTable.load(t1)
+    del old.meta["teacher_source_sha256"]
+    old.save(t1)
+    prep = _prepare(cfg)
+    assert loads == [1] and prep.teacher_hash == old.meta["teacher_hash"]
+
+    shutil.copy(t1.with_name(t1.name.replace("seed1", "seed2")), t1)
+    with pytest.raises(ValueError, match=r"seed1\.npz: logit table seed mismatch: the table was "
+                                         r"built for seed 2, the run expects seed 1"):
+        _prepare(cfg)
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_older_table_loads_with_one_note(tmp_path, capsys):
     t = LogitTable(np.zeros((3, 2), np.float32), np.arange(3),
                    {"dataset": "d", "teacher_name": "t", "view": "augmented", "seed": 1})

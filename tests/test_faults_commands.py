@@ -215,3 +215,28 @@ def test_crash_during_teacher_pass_then_rerun_says_what_it_costs(tmp_path, capsy
     np.testing.assert_array_equal(again.logits, clean.logits)
     assert {k: v for k, v in again.meta.items() if k != "created"} == \
         {k: v for k, v in clean.meta.items() if k != "created"}
+
+
+def test_foreign_table_is_refused_by_the_real_command(tmp_path):
+    """A seed-1 table of another teacher copied over the run's own while every table is on
+    disk (so the teacher need not be loaded to build one): the command refuses it in one line
+    naming the table and both teacher hashes, exit 2, before any training."""
+    from faults_support import build_tables, teacher_folder
+
+    from ckd_jax.logit_table import variables_hash
+
+    qs = tmp_path / "qs"
+    own = teacher_folder(qs / "teacher", width=32)
+    assert build_tables(qs, qs / "teacher", qs / "logit_tables") == 3 * QS_B
+    other = teacher_folder(tmp_path / "other", width=16, seed=1)
+    build_tables(qs, tmp_path / "other", tmp_path / "other_tables", width=16, seeds=(1,))
+    name = "digits_tiny_cnn_augmented_S250_seed1.npz"
+    shutil.copy(tmp_path / "other_tables" / name, qs / "logit_tables" / name)
+    before = snapshot(tmp_path)
+    r = _quickstart(qs, tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("quickstart.py: error: "), r.stderr
+    assert str(qs / "logit_tables" / name) in lines[0] and "teacher_hash mismatch" in lines[0]
+    assert variables_hash(other) in lines[0] and variables_hash(own) in lines[0]
+    assert snapshot(tmp_path) == before

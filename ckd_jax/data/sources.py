@@ -304,6 +304,11 @@ def _load_cifar10_jpeg(name: str, split: str, data_dir, path, cache_dir) -> Imag
                           os.path.join(data_dir, "cifar10_jpeg.npz"), expected)
     if not os.path.isfile(where):
         raise ValueError(f"dataset {name!r}: {where!r} is not a file; expected {expected}")
+    import zipfile
+
+    if not zipfile.is_zipfile(where):
+        raise ValueError(f"dataset {name!r}: {where!r} is not an .npz file (not a zip archive: "
+                         f"another format, or truncated); expected {expected}")
     with np.load(where, allow_pickle=False) as z:
         keys = set(z.files)
         need = {f"{split}_jpeg", f"{split}_offsets", f"{split}_labels", "class_names"}
@@ -348,6 +353,62 @@ def _write_cache(cache_file: str, array: np.ndarray) -> None:
 # Generic npz
 
 
+def _read_npz(name: str, where: str, expected: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `where`; a file that is not one (another format, truncated,
+    an object array that needs pickle) is a one-line ValueError naming it and what is wrong."""
+    import zipfile
+    import zlib
+
+    if not zipfile.is_zipfile(where):
+        raise ValueError(f"dataset {name!r}: {where!r} is not an .npz file (not a zip archive: "
+                         f"another format, or truncated); expected {expected}")
+    out = {}
+    try:
+        with np.load(where, allow_pickle=False) as z:
+            for key in z.files:
+                try:
+                    out[key] = z[key]
+                except ValueError as e:
+                    if "pickle" not in str(e):
+                        raise
+                    raise ValueError(
+                        f"dataset {name!r}: {key} in {where!r} is an object array (it needs "
+                        f"pickle, which is not loaded); save it as plain arrays, e.g. "
+                        f"class_names=np.array(names, dtype=str)") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"dataset {name!r}: {where!r} is damaged (cannot be read: "
+                         f"{' '.join(str(e).split()) or type(e).__name__}); expected "
+                         f"{expected}") from e
+    return out
+
+
+def _npz_class_names(name: str, where: str, split: str, z: dict, labels: np.ndarray):
+    """The class names of an .npz without `class_names`: "0".."C-1", where the training
+    labels must be exactly 0..C-1, every class present (1-based labels would otherwise train
+    silently as a C+1-class problem), and the other split's labels lie in that range."""
+    train = np.asarray(z.get("train_labels", labels))
+    if train.ndim != 1 or train.size == 0 or not np.issubdtype(train.dtype, np.integer):
+        return tuple(str(k) for k in range(int(labels.max()) + 1)) if labels.size else ("0",)
+    lo, hi = int(train.min()), int(train.max())
+    present = np.unique(train)
+    if lo != 0 or len(present) != hi + 1:
+        absent = sorted(set(range(lo, hi + 1)) - set(present.tolist()))
+        why = (f"the lowest is {lo}, not 0" if lo != 0 else
+               f"classes {absent[:10]} have no training image")
+        raise ValueError(
+            f"dataset {name!r}: the training labels in {where!r} run from {lo} to {hi} "
+            f"({len(present)} distinct) but must be 0..C-1 with every class present: {why}; "
+            + ("renumber them from 0 (e.g. labels - labels.min())" if lo != 0 else
+               "renumber them to 0..C-1 (np.unique(labels, return_inverse=True)[1])")
+            + ", or save class_names (one per class, label k named class_names[k])")
+    if labels.size and (labels.min() < 0 or labels.max() > hi):
+        raise ValueError(
+            f"dataset {name!r}: the {split} labels in {where!r} run from {int(labels.min())} "
+            f"to {int(labels.max())}, outside the training labels' range 0..{hi}; every "
+            "class must have training images (the same numbering in both splits)")
+    return tuple(str(k) for k in range(hi + 1))
+
+
 def _load_npz(name: str, split: str, data_dir, path, cache_dir) -> ImageSet:
     del cache_dir
     expected = ("an .npz with `{split}_images`/`{split}_labels` (or `images`/`labels`) and "
@@ -355,17 +416,21 @@ def _load_npz(name: str, split: str, data_dir, path, cache_dir) -> ImageSet:
     where = _require_path(name, path, data_dir, expected)
     if not os.path.isfile(where):
         raise ValueError(f"dataset {name!r}: {where!r} is not a file; expected {expected}")
-    with np.load(where, allow_pickle=False) as z:
-        keys = set(z.files)
-        if {f"{split}_images", f"{split}_labels"} <= keys:
-            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
-        elif {"images", "labels"} <= keys:
-            images, labels = z["images"], z["labels"]
-        else:
-            raise ValueError(f"dataset {name!r}: {where!r} has keys {sorted(keys)}; expected "
-                             f"{expected}")
-        class_names = (tuple(str(c) for c in z["class_names"]) if "class_names" in keys
-                       else tuple(str(k) for k in range(int(labels.max()) + 1)))
+    z = _read_npz(name, where, expected)
+    keys = set(z)
+    if {f"{split}_images", f"{split}_labels"} <= keys:
+        images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+    elif {"images", "labels"} <= keys:
+        images, labels = z["images"], z["labels"]
+    else:
+        raise ValueError(f"dataset {name!r}: {where!r} has keys {sorted(keys)}; expected "
+                         f"{expected}")
+    if "class_names" in keys:
+        class_names = tuple(str(c) for c in np.atleast_1d(z["class_names"]))
+    elif labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+        class_names = _npz_class_names(name, where, split, z, labels)
+    else:
+        class_names = ("0",)  # ImageSet names the bad labels
     if images.dtype != np.uint8:
         raise ValueError(f"dataset {name!r}: images in {where!r} must be uint8, got {images.dtype}")
     if images.ndim == 3:

@@ -36,8 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ckd_jax.files import append_lines, note, read_jsonl, write_atomic, write_json
-from ckd_jax.logit_table import REBUILD_FLAG, rebuild_cost
+from ckd_jax.files import append_lines, make_dirs, note, read_jsonl, write_atomic, write_json
+from ckd_jax.interrupt import RunInterrupted, resume_hint, stop_request
+from ckd_jax.logit_table import (
+    REBUILD_FLAG,
+    rebuild_cost,
+    teacher_fingerprint,
+    variables_hash,
+)
 from ckd_jax.models import create_model
 from ckd_jax.train import engine as S
 from ckd_jax.train.config import DistillConfig
@@ -144,8 +150,10 @@ class _Prepared:
         if config.labelled_remainder and len(self.members[0].split.remainder_idx) == 0:
             raise ValueError("labelled_remainder=True but the subset is the whole training set")
 
-        # The teacher: needed only to build missing tables; its hash is checked when known.
+        # The teacher: its weights are needed to build missing tables, and to check a table
+        # that does not record this teacher's fingerprint.
         self.teacher_apply, self.teacher_variables = teacher_apply, teacher_variables
+        self.teacher_hash, self._teacher_unreadable = None, False
         self.rebuild = set()  # tables the user asked to rebuild (damaged or not matching)
         if rebuild_tables:
             for m in self.members:
@@ -163,26 +171,63 @@ class _Prepared:
                     f"no logit table at {missing[0].table_path} and no teacher_checkpoint to "
                     "build it from: give teacher_checkpoint (a train_teacher.py run dir or a "
                     "RepDistiller .pth) or logit_table_dir holding the tables")
-            from ckd_jax.train.supervised import load_teacher
-            self.teacher_variables = load_teacher(config.teacher_checkpoint, config.teacher,
-                                                  self.num_classes,
-                                                  model_kwargs=config.teacher_kwargs)
-        if self.teacher_variables is not None and self.teacher_apply is None:
-            self.teacher_apply = create_model(config.teacher, self.num_classes,
-                                              **config.teacher_kwargs).apply
-        self.teacher_hash = None
-        if self.teacher_variables is not None:
-            from ckd_jax.logit_table import variables_hash
-            self.teacher_hash = variables_hash(self.teacher_variables)
+            self._load_teacher()
+        # Every table is checked against this run's teacher each time it is used: by the cheap
+        # fingerprint of the teacher's files that the table recorded when it was built, else by
+        # the weights' hash (the teacher is then loaded once, even when no table is missing).
+        self.teacher_source = (teacher_fingerprint(config.teacher_checkpoint)
+                               if teacher_variables is None else None)
+        if self.teacher_hash is None:
+            self._set_teacher_hash()
         for m in self.members:
             if m.table_path and os.path.exists(m.table_path) and m.table_path not in self.rebuild:
                 try:
                     m.table = self._load_table(m, self.teacher_hash)
+                    if self._needs_weights_check(m.table) and self._load_teacher(quiet=True):
+                        m.table = self._load_table(m, self.teacher_hash)
                 except ValueError as e:
                     if not rebuild_tables:
                         raise
                     self.rebuild.add(m.table_path)
+                    m.table = None
                     note(f"{REBUILD_FLAG}: {' '.join(str(e).split(';')[0].split())}")
+        if self.rebuild and self.teacher_variables is None:
+            self._load_teacher()
+
+    def _needs_weights_check(self, table) -> bool:
+        """True when `table` was checked against no teacher yet: a teacher_checkpoint is named,
+        its weights are not loaded, and the table did not record this teacher's fingerprint."""
+        return (self.config.teacher_checkpoint is not None and self.teacher_hash is None
+                and not self._teacher_unreadable
+                and (self.teacher_source is None
+                     or table.meta.get("teacher_source_sha256") != self.teacher_source))
+
+    def _load_teacher(self, quiet: bool = False) -> bool:
+        """Load the teacher from `teacher_checkpoint` (once); False when it holds no checkpoint
+        and `quiet` (the tables are then used as they are, said in one line)."""
+        from ckd_jax.train.supervised import load_teacher
+
+        config = self.config
+        try:
+            self.teacher_variables = load_teacher(config.teacher_checkpoint, config.teacher,
+                                                  self.num_classes,
+                                                  model_kwargs=config.teacher_kwargs)
+        except FileNotFoundError as e:
+            if not quiet:
+                raise
+            self._teacher_unreadable = True
+            note(f"the logit tables are used without a check of their teacher ({e})")
+            return False
+        self._set_teacher_hash()
+        return True
+
+    def _set_teacher_hash(self) -> None:
+        if self.teacher_variables is not None and self.teacher_apply is None:
+            self.teacher_apply = create_model(self.config.teacher, self.num_classes,
+                                              **self.config.teacher_kwargs).apply
+        self.teacher_hash = None
+        if self.teacher_variables is not None:
+            self.teacher_hash = variables_hash(self.teacher_variables)
 
     def _load_table(self, m: _MemberSplit, teacher_hash):
         """The member's table, checked against the run (images and view by content); one-line
@@ -195,7 +240,7 @@ class _Prepared:
             teacher_name=cfg.teacher, teacher_hash=teacher_hash, view=cfg.teacher_view,
             feature_layers=self.method.teacher_layers,
             images_hash=images_hash(self.train.images[idx]),
-            view_hash=view_hash(self.spec, cfg.teacher_view))
+            view_hash=view_hash(self.spec, cfg.teacher_view), seed=m.seed)
         if table.logits.shape[1] != self.num_classes:
             raise ValueError(f"logit table {m.table_path} has {table.logits.shape[1]} classes, "
                              f"the dataset {self.num_classes}; "
@@ -228,7 +273,7 @@ class _Prepared:
                     features_dtype=(jnp.bfloat16
                                     if self.config.teacher_feature_dtype == "bfloat16"
                                     else np.float32),
-                    rebuild=m.table_path in self.rebuild)
+                    rebuild=m.table_path in self.rebuild, teacher_source=self.teacher_source)
             m.table = table
             calls += made
         return calls
@@ -306,7 +351,7 @@ def _table_lock(table_path: str):
     import fcntl
 
     folder = os.path.dirname(os.path.abspath(table_path))
-    os.makedirs(folder, exist_ok=True)
+    make_dirs(folder)
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:
@@ -359,18 +404,25 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
     cfg = prep.config
 
     created_out = False
-    if cfg.out_dir is not None:
+    if cfg.out_dir is None or jax.process_index() != 0:
+        lock = contextlib.nullcontext()
+    else:
+        from ckd_jax.runlock import run_lock
+
         created_out = not os.path.exists(cfg.out_dir)
-        os.makedirs(cfg.out_dir, exist_ok=True)
-    try:
-        teacher_calls = prep.build_missing_tables()
-    except BaseException:
-        if created_out:  # leave nothing half-written behind
-            shutil.rmtree(cfg.out_dir, ignore_errors=True)
-        raise
-    host_data, val_images, val_labels = prep.member_data()
-    return _train(prep, host_data, val_images, val_labels, teacher_calls, resume,
-                  stop_after_epochs, on_epoch)
+        lock = run_lock(cfg.out_dir)  # one process per run folder (creates it)
+    with lock:
+        try:
+            teacher_calls = prep.build_missing_tables()
+        except BaseException:
+            if created_out:  # leave nothing half-written behind
+                shutil.rmtree(cfg.out_dir, ignore_errors=True)
+            raise
+        if prep.members and prep.members[0].table_path:
+            print(f"logit tables: {os.path.dirname(prep.members[0].table_path)}", flush=True)
+        host_data, val_images, val_labels = prep.member_data()
+        return _train(prep, host_data, val_images, val_labels, teacher_calls, resume,
+                      stop_after_epochs, on_epoch)
 
 
 def _step_spec(cfg: DistillConfig, prep: _Prepared, n_train: int) -> S.StepSpec:
@@ -462,6 +514,10 @@ class _RunFiles:
             return None
         restored = self.ckpt.restore_latest(template) if (self.ckpt and resume) else None
         if restored is None:
+            if os.path.exists(self.metrics_path):  # an earlier attempt left no checkpoint
+                print(f"{cfg.out_dir}: no checkpoint to resume from"
+                      f"{'' if resume else ' (resume off)'}: starting over from pseudo-epoch 0",
+                      flush=True)
             write_atomic(self.config_path, cfg.to_json())
             if os.path.exists(self.metrics_path):
                 os.remove(self.metrics_path)
@@ -489,6 +545,16 @@ class _RunFiles:
     def log(self, rows: list[dict]) -> None:
         if self.metrics_path is not None and rows:
             append_lines(self.metrics_path, [json.dumps(r, default=_json_default) for r in rows])
+
+    def save_now(self, epoch: int, tree: dict) -> str:
+        """Save a checkpoint at `epoch` now (a stop on a signal); says what was saved."""
+        if self.ckpt is None:
+            return ("nothing saved (no out_dir or checkpoint_every=0): a rerun starts from "
+                    "pseudo-epoch 0")
+        if self._last_save[0] != epoch:
+            self.ckpt.save(epoch, tree, force=True)
+            self._last_save = (epoch, time.time())
+        return f"checkpoint of pseudo-epoch {epoch} saved in {self.ckpt.directory}"
 
     def maybe_save(self, epoch: int, tree: dict, finished: bool) -> None:
         if self.ckpt is None:
@@ -615,7 +681,8 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
         if raw_protocol is not None:
             raw_protocol.load_state_dict(tree["protocol_raw"])
             best_raw = put(tree["best_raw"])
-        _log(cfg, f"resumed from pseudo-epoch {protocol.epoch}")
+        print(f"{cfg.out_dir}: resumed from the checkpoint of pseudo-epoch {protocol.epoch}",
+              flush=True)
     _log(cfg, f"{method.name}: {len(members)} member(s), {n_train} teacher-labelled samples, "
               f"{spec.steps_per_epoch} steps/pseudo-epoch, {mesh.size} device(s)")
     bar = None
@@ -625,42 +692,53 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
 
     t0 = time.time()
     epochs_this_call = 0
-    while not protocol.done:
-        epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(member_keys, protocol.epoch)
-        state, train_metrics = train_epoch(state, data, epoch_keys, jnp.asarray(protocol.active))
-        offset = ev.offset(state.params, state.batch_stats, data)
-        acc = ev.val(state.params, state.batch_stats, offset, val_x, val_y)
-        sel = "_calibrated" if calibrated else ""
-        was_active = protocol.active.copy()
-        decision = protocol.update(acc[f"val_top1{sel}"], val5=acc[f"val_top5{sel}"])
-        if cfg.eval_test_every and protocol.epoch % cfg.eval_test_every == 0:
-            acc.update(ev.test(state.params, state.batch_stats, offset, test_x, test_y))
-        if decision.improved.any():
-            best = select(jnp.asarray(decision.improved),
-                          (state.params, state.batch_stats, offset), best)
-        if raw_protocol is not None:
-            raw_improved = raw_protocol.update(acc["val_top1"], val5=acc["val_top5"]).improved
-            if raw_improved.any():
-                best_raw = select(jnp.asarray(raw_improved), (state.params, state.batch_stats),
-                                  best_raw)
-        if decision.reload.any():
-            r = jnp.asarray(decision.reload)
-            params, stats = select(r, best[:2], (state.params, state.batch_stats))
-            state = state._replace(params=params, batch_stats=stats,
-                                   lr=plateau_drop(state.lr, r))
-        files.log(_epoch_rows(protocol, members, was_active, acc, offset,
-                              jax.tree.map(np.asarray, train_metrics), calibrated))
-        files.maybe_save(protocol.epoch, saved_tree(), protocol.done)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",
-                            best_val=f"{np.nanmax(protocol.best_val):.3f}",
-                            active=int(protocol.active.sum()))
-        if on_epoch is not None:
-            on_epoch(protocol.epoch)
-        epochs_this_call += 1
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break  # like a kill: nothing more is saved; a rerun resumes from the checkpoint
+    with stop_request() as stop:
+        while not protocol.done:
+            epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(member_keys,
+                                                                         protocol.epoch)
+            state, train_metrics = train_epoch(state, data, epoch_keys,
+                                               jnp.asarray(protocol.active))
+            offset = ev.offset(state.params, state.batch_stats, data)
+            acc = ev.val(state.params, state.batch_stats, offset, val_x, val_y)
+            sel = "_calibrated" if calibrated else ""
+            was_active = protocol.active.copy()
+            decision = protocol.update(acc[f"val_top1{sel}"], val5=acc[f"val_top5{sel}"])
+            if cfg.eval_test_every and protocol.epoch % cfg.eval_test_every == 0:
+                acc.update(ev.test(state.params, state.batch_stats, offset, test_x, test_y))
+            if decision.improved.any():
+                best = select(jnp.asarray(decision.improved),
+                              (state.params, state.batch_stats, offset), best)
+            if raw_protocol is not None:
+                raw_improved = raw_protocol.update(acc["val_top1"], val5=acc["val_top5"]).improved
+                if raw_improved.any():
+                    best_raw = select(jnp.asarray(raw_improved), (state.params, state.batch_stats),
+                                      best_raw)
+            if decision.reload.any():
+                r = jnp.asarray(decision.reload)
+                params, stats = select(r, best[:2], (state.params, state.batch_stats))
+                state = state._replace(params=params, batch_stats=stats,
+                                       lr=plateau_drop(state.lr, r))
+            files.log(_epoch_rows(protocol, members, was_active, acc, offset,
+                                  jax.tree.map(np.asarray, train_metrics), calibrated))
+            files.maybe_save(protocol.epoch, saved_tree(), protocol.done)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",
+                                best_val=f"{np.nanmax(protocol.best_val):.3f}",
+                                active=int(protocol.active.sum()))
+            if on_epoch is not None:
+                on_epoch(protocol.epoch)
+            epochs_this_call += 1
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                break  # like a kill: nothing more is saved; a rerun resumes from the checkpoint
+            if stop.signal is not None and not protocol.done:
+                if bar is not None:
+                    bar.close()
+                saved = files.save_now(protocol.epoch, saved_tree())
+                files.close()
+                raise RunInterrupted(f"stopped by {stop.signal} after pseudo-epoch "
+                                     f"{protocol.epoch}: {saved}; to resume, run "
+                                     f"{resume_hint()}")
     if bar is not None:
         bar.close()
     files.close()
