@@ -6,7 +6,9 @@
 Writes <out>/config.json, metrics.jsonl (one line per member per pseudo-epoch), checkpoints/
 (resumed automatically when the same command runs again), logit_tables/ and summary.json, and
 prints the summary table. `--set key=value` overrides any DistillConfig field (lists as
-comma-separated values, dicts as JSON).
+comma-separated values, dicts as JSON). A named variant of sweep.py and the README (ckd_cal,
+ckd_anchor, mixup_kd, ...) is accepted as `--set variant=NAME` or `--set method=NAME`: its
+settings are applied first, so other `--set`s still override them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,27 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ckd_jax.train.config import apply_overrides, load_config_file  # noqa: E402
+
+
+def _variant_first(sets: list[str]) -> list[str]:
+    """The `--set`s with a named variant (`variant=NAME`, or `method=NAME` where NAME is a
+    variant and not a method) expanded into its settings, placed first."""
+    from ckd_jax.train.methods import VARIANTS, method_names, variant_overrides
+
+    variant, rest = None, []
+    for item in sets:
+        key, _, value = item.partition("=")
+        if key == "variant" or (key == "method" and value in VARIANTS
+                                and value not in method_names()):
+            variant = value
+        else:
+            rest.append(item)
+    if variant is None:
+        return rest
+    expanded = [f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                for k, v in variant_overrides(variant).items()]
+    print(f"variant {variant}: {', '.join(expanded)}")
+    return expanded + rest
 
 
 def main(argv=None) -> int:
@@ -36,7 +59,7 @@ def main(argv=None) -> int:
                     help="number of local devices for data parallelism (default: all)")
     args = ap.parse_args(argv)
 
-    config = apply_overrides(load_config_file(args.config), args.set)
+    config = apply_overrides(load_config_file(args.config), _variant_first(args.set))
     if args.out:
         config = config.replace(out_dir=args.out)
     config.validate()
@@ -48,7 +71,9 @@ def main(argv=None) -> int:
                                resume=not args.no_resume, rebuild_tables=args.rebuild_tables)
     summary.pop("_final", None)
     print(f"\n{summary['method']} | {summary['dataset']} | {summary['teacher']} -> "
-          f"{summary['student']} | budget {summary['budget']} teacher calls per seed")
+          f"{summary['student']} | budget {summary['budget']} teacher calls per seed"
+          + (" | calibrated (figures after the logit offset, docs/calibration.md)"
+             if summary.get("calibration") == "table" else ""))
     print("| seed | lr | test top-1 @ best val | best val | best epoch | last test top-1 |")
     print("|---|---|---|---|---|---|")
     for m in summary["members"]:

@@ -19,6 +19,7 @@ from faults_support import (
     BYTE_DAMAGES,
     QS_ARGS,
     QS_B,
+    QUICKSTART_CONFIG,
     damage,
     finished_summary,
     make_quickstart_folder,
@@ -537,3 +538,134 @@ def test_resumed_run_saves_over_a_damaged_newer_step(tmp_path, capsys):
     assert step == 3 and np.array_equal(state["w"], np.full(5, 3, np.float32))
     assert [n for n in os.listdir(tmp_path / "ck") if n.startswith(".set-aside-3-")]
     ck.close()
+
+
+# ------------------------------------------------------ issue 28: own data, overrides, folders
+DISTILL = load_experiment("distill")
+
+
+def _distill(*args) -> int:
+    return run_command(DISTILL.main, ["--config", QUICKSTART_CONFIG, *args], prog="distill.py")
+
+
+def _npz(path, kind: str):
+    """An own-data file with one fault: 1-based labels, a class without training images,
+    test labels beyond the training range, an object class_names, another format, or an
+    .npz cut to half its size."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 10
+    arrays = dict(train_images=x, train_labels=y, test_images=x[:20], test_labels=y[:20])
+    if kind == "one_based":
+        arrays.update(train_labels=y + 1, test_labels=y[:20] + 1)
+    elif kind == "absent_class":
+        arrays.update(train_labels=np.where(y == 3, 4, y))
+    elif kind == "test_beyond":
+        arrays.update(train_labels=np.minimum(y, 8))
+    elif kind == "object_names":
+        arrays["class_names"] = np.array([str(i) for i in range(10)], dtype=object)
+    if kind == "not_npz":
+        path.write_text("image,label\n0,1\n")
+        return
+    np.savez(path, **arrays, allow_pickle=True) if kind == "object_names" else np.savez(
+        path, **arrays)
+    if kind == "truncated":
+        damage(path, "trunc50")
+
+
+NPZ_FAULTS = {
+    "one_based": r"training labels in .* run from 1 to 10 .* the lowest is 1, not 0; renumber",
+    "absent_class": r"run from 0 to 9 \(9 distinct\).*classes \[3\] have no training image",
+    "test_beyond": r"the test labels in .* run from 0 to 9, outside the training labels' range "
+                   r"0\.\.8",
+    "object_names": r"class_names in .* is an object array .*dtype=str",
+    "not_npz": r"is not an \.npz file \(not a zip archive",
+    "truncated": r"is not an \.npz file|is damaged \(cannot be read",
+}
+
+
+@pytest.mark.parametrize("kind", list(NPZ_FAULTS))
+def test_own_data_fault_is_one_line(tmp_path, capsys, kind):
+    import re
+
+    data = tmp_path / "mine.npz"
+    _npz(data, kind)
+    before = snapshot(tmp_path)
+    assert _distill("--set", "dataset=npz", "--set", f"data_path={data}", "--set", "method=ce",
+                    "--out", str(tmp_path / "run")) == 2
+    line, _ = _one_line(capsys, "distill.py")
+    assert re.search(NPZ_FAULTS[kind], line), line
+    assert "class names" not in line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("value,message", [
+    ("None", None), ("", None), ("nonsense", r"--set teacher_kwargs=nonsense: expected a JSON "
+                                             r"object"), ("[1]", r"expected a JSON object")])
+def test_teacher_kwargs_override(value, message):
+    from ckd_jax.train.config import apply_overrides, load_config_file
+
+    base = load_config_file(QUICKSTART_CONFIG)
+    if message is None:
+        assert apply_overrides(base, [f"teacher_kwargs={value}"]).teacher_kwargs is None
+    else:
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(base, [f"teacher_kwargs={value}"])
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    real = os.makedirs
+
+    def refuse(path, *a, **k):
+        if str(path).startswith(str(tmp_path / "ro")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "makedirs", refuse)
+    assert _distill("--set", "method=ce", "--set", "epochs=1",
+                    "--out", str(tmp_path / "ro" / "run")) == 2
+    line, _ = _one_line(capsys, "distill.py")
+    assert f"cannot write {tmp_path / 'ro' / 'run'}: permission denied" in line
+
+
+def test_atomic_files_get_the_umask_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        files.write_atomic(tmp_path / "a.json", "{}")
+        with open(tmp_path / "plain.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o640
+    assert os.stat(tmp_path / "plain.json").st_mode & 0o777 == 0o640
+
+
+def test_results_row_with_a_string_figure_names_file_and_line(tmp_path, capsys):
+    _sweep(tmp_path)
+    path = tmp_path / "results.jsonl"
+    rows = path.read_text().splitlines()
+    row = json.loads(rows[2])
+    row["test_top1_at_best_val"] = "0.9"
+    rows[2] = json.dumps(row)
+    path.write_text("\n".join(rows) + "\n")
+    assert run_command(REPORT.main, [str(path)], prog="report.py") == 2
+    line, _ = _one_line(capsys, "report.py")
+    assert f"results file {path} is damaged: line 3: test_top1_at_best_val is \"0.9\" (a str)" \
+        in line
+
+
+def test_variant_name_is_accepted_by_distill(tmp_path, capsys):
+    from ckd_jax.train.methods import VARIANTS
+
+    for sets in (["--set", "method=ckd_cal"], ["--set", "variant=ckd_cal"]):
+        got = DISTILL._variant_first(sets[1:] + ["epochs=1"])
+        assert got[-1] == "epochs=1" and "calibration=table" in got
+    from ckd_jax.train.config import apply_overrides, load_config_file
+
+    cfg = apply_overrides(load_config_file(QUICKSTART_CONFIG),
+                          DISTILL._variant_first(["variant=mixup_kd", "seeds=1"]))
+    assert (cfg.method, cfg.mix_soft, cfg.seeds) == ("mixup", "kd", (1,))
+    assert VARIANTS["mixup_kd"]["mix_soft"] == "kd"
+    assert _distill("--set", "variant=nope", "--out", str(tmp_path / "x")) == 2
+    line, _ = _one_line(capsys, "distill.py")
+    assert "unknown variant 'nope'; accepted: named variants" in line

@@ -369,7 +369,18 @@ def _parse_value(text: str, current, annotation: str = ""):
     if text.lower() in ("none", "null") and not isinstance(current, dict):
         return None
     if isinstance(current, dict) or annotation.startswith("dict"):
-        return json.loads(text)
+        if text.strip().lower() in ("", "none", "null"):
+            if "None" in annotation:
+                return None  # optional: "not given" (e.g. teacher_kwargs from teacher.json)
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object such as '{{\"width\": 32}}'"
+                             f"{' or None' if 'None' in annotation else ''}, got {text!r}")
+        return value
     if isinstance(current, int):
         return int(text)
     if isinstance(current, float):
@@ -393,7 +404,10 @@ def apply_overrides(config: DistillConfig, overrides: list[str]) -> DistillConfi
         key, text = item.split("=", 1)
         if key not in fields:
             raise ValueError(f"unknown config key {key!r}; accepted: {', '.join(sorted(fields))}")
-        changes[key] = _parse_value(text, getattr(config, key), fields[key])
+        try:
+            changes[key] = _parse_value(text, getattr(config, key), fields[key])
+        except ValueError as e:  # json / int / float: name the override, not their internals
+            raise ValueError(f"--set {key}={text}: {e}") from None
     return config.replace(**changes)
 
 
