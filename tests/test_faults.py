@@ -669,3 +669,79 @@ def test_variant_name_is_accepted_by_distill(tmp_path, capsys):
     assert _distill("--set", "variant=nope", "--out", str(tmp_path / "x")) == 2
     line, _ = _one_line(capsys, "distill.py")
     assert "unknown variant 'nope'; accepted: named variants" in line
+
+
+def test_sigint_saves_a_checkpoint_and_the_rerun_says_where_it_resumes(tmp_path, capsys):
+    """SIGINT (Ctrl-C; SIGTERM takes the same path) during training: the pseudo-epoch ends, a
+    checkpoint is saved although checkpoint_seconds is not due, and one line says what was
+    saved and the command that resumes (exit status 130 at the command line); the rerun says
+    from which pseudo-epoch it resumed."""
+    import signal
+
+    from engine_support import tiny_config
+
+    from ckd_jax.interrupt import RunInterrupted
+    from ckd_jax.train.distill import run_distillation
+
+    cfg = tiny_config(method="ce", out_dir=str(tmp_path / "run"), epochs=3,
+                      checkpoint_seconds=3600.0, subset_size=40, eval_batch_size=400)
+    kw = {}
+    with pytest.raises(RunInterrupted, match=r"stopped by SIGINT after pseudo-epoch 1: "
+                                             r"checkpoint of pseudo-epoch 1 saved in .*; to "
+                                             r"resume, run "):
+        run_distillation(cfg, on_epoch=lambda e: os.kill(os.getpid(), signal.SIGINT), **kw)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    capsys.readouterr()
+    summary = run_distillation(cfg, stop_after_epochs=1, **kw)
+    assert "resumed from the checkpoint of pseudo-epoch 1" in capsys.readouterr().out
+    assert not summary["finished"]
+
+    def interrupted():
+        raise RunInterrupted("stopped by SIGTERM after pseudo-epoch 3: ...")
+
+    assert run_command(lambda: interrupted(), prog="distill.py") == 130
+    assert capsys.readouterr().err == "distill.py: stopped by SIGTERM after pseudo-epoch 3: ...\n"
+
+
+_HOLDER = """
+import sys, time
+from ckd_jax.runlock import run_lock
+with run_lock(sys.argv[1]):
+    print("HELD", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_second_process_on_a_run_folder_is_refused_and_a_dead_owner_taken_over(tmp_path,
+                                                                               capsys):
+    """Two real processes, one run folder: the second is refused in one line naming the
+    owner's pid and host, before writing anything; once the owner is killed (its lock file
+    left behind), the next run takes the folder over with a note."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from experiments_support import ROOT
+
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "HELD"
+        before = snapshot(tmp_path)
+        assert _distill("--set", "method=ce", "--set", "epochs=1", "--out", str(run)) == 2
+        line, _ = _one_line(capsys, "distill.py")
+        assert f"{run} is in use by process {holder.pid} on {socket.gethostname()}" in line
+        assert snapshot(tmp_path) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert (run / "run.lock").exists()  # a killed owner leaves it
+    from ckd_jax.runlock import run_lock
+
+    with run_lock(run):
+        err = capsys.readouterr().err
+    assert f"took over the lock of process {holder.pid}" in err and "ended without" in err
+    assert not (run / "run.lock").exists()
