@@ -86,10 +86,14 @@ def main(argv=None) -> int:
     else:
         print(f"[1/2] teacher: training {base.teacher} on digits for {args.teacher_epochs} "
               "epochs")
-        result = train_teacher(TeacherConfig(
-            dataset="digits", model=base.teacher, model_kwargs=dict(base.teacher_kwargs),
-            out=teacher_dir, recipe="paper", epochs=args.teacher_epochs, batch_size=64, lr=0.05,
-            schedule="cosine", progress=not args.quiet, resume=True))  # a killed run goes on
+        from ckd_jax.runlock import run_lock
+
+        with run_lock(teacher_dir):  # one process per run folder
+            result = train_teacher(TeacherConfig(
+                dataset="digits", model=base.teacher, model_kwargs=dict(base.teacher_kwargs),
+                out=teacher_dir, recipe="paper", epochs=args.teacher_epochs, batch_size=64,
+                lr=0.05, schedule="cosine", progress=not args.quiet,
+                resume=True))  # a killed run goes on
         teacher_acc = result.test_acc
         print(f"      teacher test top-1 {100 * teacher_acc:.2f}%")
 

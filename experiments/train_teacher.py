@@ -30,6 +30,7 @@ Exit status 2 on a bad argument, reported before any work and without creating <
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -133,7 +134,16 @@ def main(argv=None) -> int:
     # Bad arguments raise ValueError / FileExistsError / FileNotFoundError before the run
     # directory is created; the command line turns them into one line and exit status 2
     # (ckd_jax.cli.run_command, below).
-    result = train_teacher(config)
+    from ckd_jax.runlock import run_lock
+
+    created = config.out is not None and not os.path.exists(config.out)
+    try:
+        with run_lock(config.out) if config.out else contextlib.nullcontext():
+            result = train_teacher(config)  # one process per run folder
+    except BaseException:
+        if created and os.path.isdir(config.out) and not os.listdir(config.out):
+            os.rmdir(config.out)  # a bad input leaves no empty folder behind
+        raise
     print(f"final test accuracy {result.test_acc:.4f} (top-5 {result.test_top5:.4f}); best "
           f"{result.best_test_acc:.4f} at epoch {result.best_epoch}; wall time "
           f"{result.wall_time_s:.1f} s; run dir {result.run_dir}")

@@ -371,7 +371,9 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
     # --- every check before any work: run dir, data, model/input compatibility -------------
     resume_step = None
-    if run_dir and os.path.isdir(run_dir) and os.listdir(run_dir):
+    from ckd_jax.runlock import LOCK_FILE  # the caller's own lock (run_lock) is no content
+
+    if run_dir and os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:
         if not c.resume:
             raise FileExistsError(f"run directory {run_dir} exists and is not empty; pass "
                                   f"resume=True (--resume) to continue it or choose another out")
