@@ -72,6 +72,10 @@ def check_table(path: str) -> tuple[str, str]:
                             if size else None)
     except (DamagedFile, OSError) as e:
         return _DAMAGED, _why(e)
+    seed = re.search(r"_seed(\d+)\.npz$", os.path.basename(path))
+    if seed and "seed" in t.meta and t.meta["seed"] != int(seed.group(1)):
+        return _DAMAGED, (f"built for seed {t.meta['seed']} but named seed {seed.group(1)} "
+                          "(renamed?); a run would refuse it: delete it (it is rebuilt)")
     return _OK, (f"{len(t)} rows, built with {t.meta.get('teacher_calls', '?')} teacher calls, "
                  f"table format {t.meta.get('format_version', 1)}")
 
@@ -81,6 +85,27 @@ def _run_tables(run_dir: str, cfg: dict) -> list[str]:
     places = [cfg.get("logit_table_dir"), os.path.join(run_dir, "logit_tables"),
               os.path.join(os.path.dirname(run_dir), "logit_tables")]
     return [p for p in places if p and os.path.isdir(p)]
+
+
+def _other_teacher(table_path: str, cfg: dict) -> bool:
+    """True when the table recorded a teacher fingerprint that is not the one of the run's
+    teacher_checkpoint (as it is on disk now); tables without one cannot be told cheaply."""
+    from ckd_jax.logit_table import LogitTable, teacher_fingerprint
+
+    recorded = LogitTable.load(table_path).meta.get("teacher_source_sha256")
+    source = cfg.get("teacher_checkpoint")
+    if recorded is None or not source or not os.path.exists(source):
+        return False
+    now = teacher_fingerprint(source)
+    return now is not None and now != recorded
+
+
+def _duplicated_rows(metrics_path: str) -> int:
+    """metrics.jsonl rows of a (pseudo-epoch, member) logged more than once: two processes
+    trained the run at the same time."""
+    rows = read_jsonl(metrics_path, what="metrics file", appended=True)
+    keys = [(r.get("epoch"), r.get("member")) for r in rows]
+    return len(keys) - len(set(keys))
 
 
 def check_student_run(run_dir: str) -> tuple[str, str]:
@@ -110,6 +135,12 @@ def check_student_run(run_dir: str) -> tuple[str, str]:
             pattern = f"*_{size}_seed{seed}.npz"
             found = [p for d in dirs for p in glob.glob(os.path.join(d, pattern))]
             usable = [p for p in found if check_table(p)[0] == _OK]
+            foreign = [p for p in usable if _other_teacher(p, cfg_dict)]
+            if foreign:
+                return _DAMAGED, (f"logit table {foreign[0]} was built by another teacher than "
+                                  f"{cfg_dict.get('teacher_checkpoint')} (its recorded teacher "
+                                  "fingerprint differs); the run would refuse it: delete it "
+                                  f"(rebuilding costs {b} teacher calls)")
             if not usable:
                 calls += b or 0
                 tables.append(f"seed {seed}: {'damaged' if found else 'missing'}")
@@ -123,15 +154,21 @@ def check_student_run(run_dir: str) -> tuple[str, str]:
             summary = read_summary(run_dir)
         except DamagedFile as e:
             return _DAMAGED, _why(e)
-        if summary.get("finished"):
-            return _OK, "finished"
     step, damage = _checkpoint_state(os.path.join(run_dir, "checkpoints"), None)
-    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(metrics):
         try:
-            read_jsonl(os.path.join(run_dir, "metrics.jsonl"), what="metrics file",
-                       appended=True)
+            twice = _duplicated_rows(metrics)
         except DamagedFile as e:
             return _DAMAGED, f"{_why(e)}; delete it (the run logs again from its checkpoint)"
+        if twice:
+            return _DAMAGED, (f"{metrics} holds {twice} rows logged twice (two processes ran "
+                              f"this run at once?); delete {run_dir} to run it again")
+    if os.path.exists(summary_path) and summary.get("finished"):
+        if damage:
+            return _DAMAGED, (f"finished, but {damage}; export.py refuses it: delete "
+                              f"{run_dir} to run it again")
+        return _OK, "finished"
     if damage and step is None:
         return _DAMAGED, (f"{damage}; delete {run_dir}/checkpoints to train it from the "
                           f"start; {cost}")
@@ -177,6 +214,9 @@ def check_folder(root: str) -> list[tuple[str, str, str, str]]:
             continue
         if "config.json" in files:
             out.append(("run", here, *check_student_run(here)))
+        elif {"metrics.jsonl", "summary.json"} & set(files) and "teacher.json" not in files:
+            out.append(("run", here, _DAMAGED, "config.json is missing (its other files are "
+                        f"here); delete {here} to run it again"))
         elif "teacher.json" in files or _is_teacher_ckpt(os.path.join(here, "checkpoints")):
             out.append(("teacher", here, *check_teacher_run(here)))
         for name in sorted(files):
@@ -202,6 +242,13 @@ def check_folder(root: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _is_quickstart_folder(root: str) -> bool:
+    """A quickstart --out folder: teacher/ and logit_tables/ beside run folders, no sweep
+    cell (cell.json) anywhere."""
+    return (os.path.isdir(os.path.join(root, "teacher"))
+            and not glob.glob(os.path.join(root, "*", "cell.json")))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,7 +257,11 @@ def main(argv=None) -> int:
     items = check_folder(args.folder)
     if not items:
         raise ValueError(f"{args.folder} holds no run, teacher, logit table or results file")
+    quickstart = _is_quickstart_folder(args.folder)
     for kind, path, state, detail in items:
+        if quickstart:
+            detail = detail.replace("the sweep command", "the quickstart command (python "
+                                    f"experiments/quickstart.py --out {args.folder})")
         print(f"{kind:8s} {state:8s} {path}: {detail}")
     damaged = sum(state == _DAMAGED for _, _, state, _ in items)
     print(f"{len(items)} items, {damaged} damaged")

@@ -745,3 +745,36 @@ def test_second_process_on_a_run_folder_is_refused_and_a_dead_owner_taken_over(t
         err = capsys.readouterr().err
     assert f"took over the lock of process {holder.pid}" in err and "ended without" in err
     assert not (run / "run.lock").exists()
+
+
+def test_check_runs_sees_foreign_renamed_duplicated_and_orphaned(tmp_path, teacher_tables,
+                                                                  capsys):
+    qs = tmp_path / "qs"
+    shutil.copytree(teacher_tables, qs)
+    cfg = quickstart_config(str(qs))
+    os.makedirs(cfg.out_dir)
+    (qs / "kd" / "config.json").write_text(cfg.to_json())
+    (qs / "kd" / "summary.json").write_text(json.dumps(finished_summary(cfg)))
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 0
+    capsys.readouterr()
+
+    tables = qs / "logit_tables"
+    t3 = LogitTable.load(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
+    t3.meta["teacher_source_sha256"] = "f" * 64  # as if built from another teacher
+    t3.save(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
+    shutil.copy(tables / "digits_tiny_cnn_augmented_S250_seed2.npz",
+                tables / "digits_tiny_cnn_augmented_S250_seed1.npz")
+    row = json.dumps({"epoch": 1, "member": 0, "val_top1": 0.5})
+    (qs / "kd" / "metrics.jsonl").write_text(row + "\n" + row + "\n")
+    os.makedirs(qs / "ce")
+    (qs / "ce" / "metrics.jsonl").write_text(row + "\n")
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
+    out = capsys.readouterr().out
+    assert "built for seed 2 but named seed 1" in out
+    assert "rows logged twice" in out
+    assert f"{qs / 'ce'}: config.json is missing" in out
+
+    (qs / "kd" / "metrics.jsonl").write_text(row + "\n")
+    os.remove(tables / "digits_tiny_cnn_augmented_S250_seed1.npz")
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
+    assert "seed3.npz was built by another teacher" in capsys.readouterr().out
