@@ -759,9 +759,6 @@ def test_check_runs_sees_foreign_renamed_duplicated_and_orphaned(tmp_path, teach
     capsys.readouterr()
 
     tables = qs / "logit_tables"
-    t3 = LogitTable.load(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
-    t3.meta["teacher_source_sha256"] = "f" * 64  # as if built from another teacher
-    t3.save(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
     shutil.copy(tables / "digits_tiny_cnn_augmented_S250_seed2.npz",
                 tables / "digits_tiny_cnn_augmented_S250_seed1.npz")
     row = json.dumps({"epoch": 1, "member": 0, "val_top1": 0.5})
@@ -776,5 +773,8 @@ def test_check_runs_sees_foreign_renamed_duplicated_and_orphaned(tmp_path, teach
 
     (qs / "kd" / "metrics.jsonl").write_text(row + "\n")
     os.remove(tables / "digits_tiny_cnn_augmented_S250_seed1.npz")
+    t3 = LogitTable.load(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
+    t3.meta["teacher_source_sha256"] = "f" * 64  # as if built from another teacher
+    t3.save(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
     assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
     assert "seed3.npz was built by another teacher" in capsys.readouterr().out
