@@ -31,9 +31,12 @@ def sample_tuples(key: jax.Array, n: int, k: int, batch_size: int,
 
     Example (jit-compatible; n, k, batch_size and steps are static):
 
-      >>> idx = sample_tuples(jax.random.key(0), n=200, k=4, batch_size=32)   # [32, 4]
-      >>> logits = student_apply(variables, images[idx].reshape(-1, *images.shape[1:]))
-      >>> logits = logits.reshape(32, 4, -1)               # [B, k, C], then ckd_loss(...)
+      >>> idx = sample_tuples(jax.random.key(0), n=200, k=4, batch_size=32)
+      >>> idx.shape, idx.dtype
+      ((32, 4), dtype('int32'))
+      >>> images = jnp.zeros((200, 8, 8, 3))
+      >>> images[idx].shape        # [B, k, H, W, C]: the student's input, then ckd_loss(...)
+      (32, 4, 8, 8, 3)
     """
     for name, v in (("n", n), ("k", k), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
