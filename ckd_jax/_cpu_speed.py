@@ -1,10 +1,11 @@
-"""XLA:CPU settings that ckd_jax applies by itself, so a CPU user gets them without any flag.
+"""The XLA:CPU setting that ckd_jax's commands use, applied by one call (`ckd_jax.set_cpu_flags`).
 
-Importing `ckd_jax` calls `apply()` once, which appends
+Importing ckd_jax changes nothing. `apply()` (what `ckd_jax.set_cpu_flags()` runs; every
+`experiments/` command calls it before jax starts, and so does tests/conftest.py) appends
 
     --xla_cpu_experimental_ynn_fusion_type=-individual_convolution,+eltwise
 
-to the ``XLA_FLAGS`` environment variable, before the jax backend starts. Why: on XLA:CPU the
+to the ``XLA_FLAGS`` environment variable. Why: on XLA:CPU the
 training step of the zoo's small convolutional networks (resnet8/32, tiny_cnn; NHWC) spends
 most of its time in the convolution gradients and the elementwise/BatchNorm code around them;
 with this setting XLA leaves the convolutions to its Eigen kernels (YNNPACK's individual
@@ -23,8 +24,8 @@ Rules:
 * Opt-out: ``CKD_JAX_CPU_FLAGS=0`` (or ``off``/``false``/``no``) in the environment.
 * Only for jaxlib versions where the flag was checked (`VERIFIED_JAXLIB`): XLA aborts on an
   unknown flag, so on other versions nothing is added.
-* XLA reads ``XLA_FLAGS`` once, when the first backend starts: import ckd_jax before running
-  any jax computation. If a backend is already up, nothing is changed (`apply` returns False).
+* XLA reads ``XLA_FLAGS`` once, when the first backend starts: call it before running any jax
+  computation. If a backend is already up, nothing is changed (`apply` returns False).
 """
 
 from __future__ import annotations

@@ -249,32 +249,3 @@ def hash_arrays(*arrays, extra: object = None) -> str:
         h.update(json.dumps(extra, sort_keys=True).encode())
     return h.hexdigest()
 
-
-def file_fingerprint(path: str | os.PathLike | None) -> dict | None:
-    """What identifies a data file or teacher by content rather than by the spelling of its
-    path: size and sha256 of a file, of every file under a directory (names relative), or None
-    for None / a path that does not exist (a dataset by name)."""
-    if path is None:
-        return None
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        return {"size": os.path.getsize(path), "sha256": _file_sha256(path)}
-    if os.path.isdir(path):
-        h, size = hashlib.sha256(), 0
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                h.update(os.path.relpath(full, path).encode() + b"\0")
-                h.update(_file_sha256(full).encode())
-                size += os.path.getsize(full)
-        return {"size": size, "sha256": h.hexdigest()}
-    return None
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

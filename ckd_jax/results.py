@@ -217,6 +217,16 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def choose_lr(val_means: dict[float, float]) -> float:
+    """The learning rate with the best mean validation accuracy; ties go to the smaller rate.
+
+    The one rule of LR selection (`aggregate`, experiments/pick_lr.py)."""
+    if not val_means:
+        raise ValueError("choose_lr needs at least one learning rate")
+    ascending = sorted(val_means)
+    return max(ascending, key=lambda lr: val_means[lr])  # max keeps the first: the smaller lr
+
+
 def aggregate(rows: Iterable[dict], metric: str = "test_top1_at_best_val",
               select_by: str = "best_val_top1") -> list[dict]:
     """Per (variant, subset_size): the learning rate with the best mean `select_by` over seeds,
@@ -252,11 +262,10 @@ def aggregate(rows: Iterable[dict], metric: str = "test_top1_at_best_val",
             mean, std = _mean_std([m[metric] for m in ok])
             per_lr[lr] = {"val_mean": val_mean, "mean": mean, "std": std, "n": len(ok),
                           "seeds": sorted(m["seed"] for m in ok)}
-        candidates = [lr for lr in sorted(per_lr) if per_lr[lr]["n"] > 0]
+        candidates = {lr: v["val_mean"] for lr, v in per_lr.items() if v["n"] > 0}
         if not candidates:
             continue
-        # max() keeps the first maximum: candidates are ascending, so ties -> smaller lr.
-        lr = max(candidates, key=lambda r: per_lr[r]["val_mean"])
+        lr = choose_lr(candidates)
         chosen = by_lr[lr]
         first = chosen[0]
         out.append({

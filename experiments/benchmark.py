@@ -51,9 +51,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import ckd_jax  # noqa: E402
+
+ckd_jax.set_cpu_flags()  # our XLA:CPU speed flag, before jax starts (ckd_jax/__init__.py)
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ckd_jax.train.choices import resolve_epoch_loop  # noqa: E402,F401 (tests call it here)
 
 # name -> DistillConfig overrides. Plain method names of the registry are accepted too.
 METHODS = ("ce", "kd", "ckd_k2", "ckd_k3", "mixup", "rkd", "crd")  # ckd_jax VARIANTS names
@@ -447,14 +453,6 @@ def markdown(rows: list[dict], header: dict) -> str:
             f"{'-' if t_ips is None else f'{t_ips:,.0f}'} | "
             f"{'-' if x_t is None else f'{x_t:.2f}'} | {r['goal']} |")
     return "\n".join(lines) + "\n"
-
-
-def resolve_epoch_loop(epoch_loop: str, platform: str) -> str:
-    """"auto" -> "python" on CPU (XLA:CPU runs convolution gradients inside while loops many
-    times slower), "scan" on accelerators; "scan"/"python" unchanged."""
-    if epoch_loop == "auto":
-        return "python" if platform == "cpu" else "scan"
-    return epoch_loop
 
 
 def bench_row(args, model: str, method: str, p: int, dtype: str, steps: int, dev,

@@ -20,6 +20,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import ckd_jax  # noqa: E402
+
+ckd_jax.set_cpu_flags()  # our XLA:CPU speed flag, before jax starts (ckd_jax/__init__.py)
+
 from ckd_jax.train.config import apply_overrides, load_config_file  # noqa: E402
 
 

@@ -50,19 +50,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import ckd_jax  # noqa: E402
+
+ckd_jax.set_cpu_flags()  # our XLA:CPU speed flag, before jax starts (ckd_jax/__init__.py)
+
 from ckd_jax import jobs as _jobs  # noqa: E402
 
 _jobs.become_worker()  # a --jobs worker: its own cores, before any jax backend starts
 
 from ckd_jax import results as R  # noqa: E402
-from ckd_jax.train.config import DistillConfig, apply_overrides  # noqa: E402
+from ckd_jax.train.config import (  # noqa: E402
+    PATH_FIELDS,
+    RESULT_INVARIANT_FIELDS,
+    DistillConfig,
+    apply_overrides,
+)
 from ckd_jax.train.methods import VARIANTS, variant_overrides  # noqa: E402,F401
 
 # Config fields that do not change a cell's results (may differ between reruns).
-_NON_SEMANTIC = {"progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every",
-                 "member_loop",
-                 "out_dir", "logit_table_dir", "data_dir", "data_path", "eval_batch_size",
-                 "teacher_checkpoint"}
+_NON_SEMANTIC = {*RESULT_INVARIANT_FIELDS, *PATH_FIELDS, "eval_batch_size"}
 
 
 def load_base_config(spec: str | None) -> DistillConfig:

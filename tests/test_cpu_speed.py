@@ -1,5 +1,6 @@
-"""ckd_jax/_cpu_speed.py: the XLA:CPU flags ckd_jax sets by itself (appended, never overriding
-the user's, opt-out), and that XLA accepts them (a subprocess imports ckd_jax and computes)."""
+"""ckd_jax/_cpu_speed.py: the XLA:CPU flag our commands set by one call, `ckd_jax.set_cpu_flags()`
+(appended, never overriding the user's, opt-out); importing ckd_jax changes no environment
+variable; XLA accepts the flag (a subprocess imports every module, calls it, computes)."""
 
 import os
 import subprocess
@@ -25,17 +26,33 @@ def test_user_value_opt_out_and_unverified_versions_left_alone():
     assert cs.cpu_flags(DEVICES, "0.12.0", env={}) == DEVICES  # XLA aborts on unknown flags
 
 
-def test_import_sets_flags_that_xla_accepts():
-    code = ("import os, ckd_jax, jax, jax.numpy as jnp; "
-            "print(os.environ['XLA_FLAGS']); print(jax.device_count()); "
-            "print(float(jax.jit(lambda x: jnp.tanh(x).sum())(jnp.ones(8))))")
+# Imports every ckd_jax module (the environment must not change), then makes the one call (the
+# flag is appended after the user's), then computes on the CPU backend with those flags.
+_CHILD = """
+import os, pkgutil, importlib, json, sys
+before = dict(os.environ)
+import ckd_jax
+names = [m.name for m in pkgutil.walk_packages(ckd_jax.__path__, "ckd_jax.")]
+for name in names:
+    importlib.import_module(name)
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+first = ckd_jax.set_cpu_flags()
+again = ckd_jax.set_cpu_flags()
+import jax, jax.numpy as jnp
+total = float(jax.jit(lambda x: jnp.tanh(x).sum())(jnp.ones(8)))
+print(json.dumps(dict(modules=len(names), changed=changed, first=first, again=again,
+                      flags=os.environ["XLA_FLAGS"], devices=jax.device_count(), total=total)))
+"""
+
+
+def test_import_changes_nothing_and_the_call_sets_a_flag_xla_accepts():
+    import json
+
     env = {k: v for k, v in os.environ.items() if k != cs.OPT_OUT_ENV}
     env.update(XLA_FLAGS="--xla_force_host_platform_device_count=3", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300, check=True).stdout.splitlines()
-    assert out[0] == f"--xla_force_host_platform_device_count=3 {FLAG}"
-    assert out[1] == "3" and abs(float(out[2]) - 8 * 0.7615941559557649) < 1e-5
-    env[cs.OPT_OUT_ENV] = "0"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300, check=True).stdout.splitlines()
-    assert out[0] == "--xla_force_host_platform_device_count=3"
+    out = json.loads(subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
+                                    text=True, timeout=300, check=True).stdout.splitlines()[-1])
+    assert out["modules"] > 30 and out["changed"] == []
+    assert out["first"] is True and out["again"] is False  # a second call adds nothing
+    assert out["flags"] == f"--xla_force_host_platform_device_count=3 {FLAG}"
+    assert out["devices"] == 3 and abs(out["total"] - 8 * 0.7615941559557649) < 1e-5

@@ -8,6 +8,7 @@ import os
 import pickle
 
 import numpy as np
+import pytest
 from experiments_support import load_experiment
 
 from ckd_jax.data import CIFAR10_CLASSES, load_train_test
@@ -47,3 +48,9 @@ def test_round_trip_through_the_loader(tmp_path):
     err = np.abs(train.images.astype(int) - xs[order].astype(int))
     assert err.mean() < 3 and err.max() <= 16, (err.mean(), err.max())
     assert len(test) == 6 and train.class_names == CIFAR10_CLASSES
+    cached = sorted(os.listdir(tmp_path / "cache" / "cifar10_jpeg"))  # written atomically
+    assert len(cached) == 2 and all(n.endswith("_images.npy") for n in cached), cached
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="could not write the decoded-image cache"):
+        again = load_train_test("cifar10_jpeg", path=str(out), cache_dir=str(tmp_path / "blocked"))
+    np.testing.assert_array_equal(again[0].images, train.images)

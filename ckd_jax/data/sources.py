@@ -336,17 +336,13 @@ def _load_cifar10_jpeg(name: str, split: str, data_dir, path, cache_dir) -> Imag
 
 def _write_cache(cache_file: str, array: np.ndarray) -> None:
     """Atomically write a .npy cache file; warn (never fail) when the cache is not writable."""
-    tmp = f"{cache_file}.tmp-{os.getpid()}"
+    from ckd_jax.files import write_atomic
+
     try:
-        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, cache_file)
-    except OSError as e:
+        write_atomic(cache_file, lambda f: np.save(f, array))
+    except OSError as e:  # WriteFailed included: the cache is an optimisation only
         warnings.warn(f"could not write the decoded-image cache {cache_file!r} ({e}); set "
                       f"CKD_JAX_CACHE or cache_dir= to a writable folder", stacklevel=3)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------------------------

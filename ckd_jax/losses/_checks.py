@@ -52,16 +52,6 @@ def check_same_shape(name_a: str, a, name_b: str, b) -> None:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {sa} and {sb}")
 
 
-def check_leading(name_a: str, a, name_b: str, b, ndim: int) -> None:
-    """The first `ndim` dimensions of `a` and `b` must agree."""
-    sa, sb = shape_of(a), shape_of(b)
-    if sa[:ndim] != sb[:ndim]:
-        raise ValueError(
-            f"leading {ndim} dims of {name_a} {sa} and {name_b} {sb} must match, "
-            f"got {sa[:ndim]} and {sb[:ndim]}"
-        )
-
-
 def check_integer_dtype(name: str, x) -> None:
     dtype = getattr(x, "dtype", None)
     dtype = np.result_type(x) if dtype is None else np.dtype(dtype)

@@ -18,10 +18,10 @@ teacher's on the same images. Subtracting one vector from every logit of every i
 pure re-labelling of the head bias: `fold_offset_into_head` exports a calibrated student as an
 ordinary network with `bias - c`.
 
-    >>> s = student_apply(variables, x_train)            # [N, C] eval mode, clean view
-    >>> c = estimate_logit_offset(s, table.logits)       # [C]
-    >>> pred = apply_logit_offset(student_apply(variables, x_test), c).argmax(-1)
-    >>> exported = fold_offset_into_head(student_apply, variables, c, x_train[:2])
+    s = student_apply(variables, x_train)            # [N, C] eval mode, clean view
+    c = estimate_logit_offset(s, table.logits)       # [C]
+    pred = apply_logit_offset(student_apply(variables, x_test), c).argmax(-1)
+    exported = fold_offset_into_head(student_apply, variables, c, x_train[:2])
 
 See docs/calibration.md for the measured effect and how the training engine uses it.
 """
@@ -56,6 +56,13 @@ def estimate_logit_offset(student_logits: Array, teacher_logits: Array,
     Returns:
       float32 [C]: `sum_i m_i (s_i - t_i) / sum_i m_i` (the mean difference). Subtract it from
       student logits with `apply_logit_offset`.
+
+    Example:
+
+      >>> s = jnp.array([[3.0, 1.0], [2.0, 2.0]])
+      >>> t = jnp.array([[1.0, 1.0], [0.0, 1.0]])
+      >>> estimate_logit_offset(s, t).tolist()   # the mean of s - t over the rows
+      [2.0, 0.5]
     """
     _check_logits("student_logits", student_logits)
     _check_logits("teacher_logits", teacher_logits)
@@ -73,7 +80,13 @@ def estimate_logit_offset(student_logits: Array, teacher_logits: Array,
 
 
 def apply_logit_offset(logits: Array, offset: Array) -> Array:
-    """Calibrated logits `logits - offset`: logits [..., C], offset [C] (broadcast over ...)."""
+    """Calibrated logits `logits - offset`: logits [..., C], offset [C] (broadcast over ...).
+
+    Example:
+
+      >>> apply_logit_offset(jnp.array([[2.0, 1.0, 0.5]]), jnp.array([1.0, 0.0, 0.5])).tolist()
+      [[1.0, 1.0, 0.0]]
+    """
     if offset.ndim != 1 or logits.shape[-1] != offset.shape[0]:
         raise ValueError(f"offset must be [C] with C = logits.shape[-1] = {logits.shape[-1]}, "
                          f"got {offset.shape}")
@@ -124,6 +137,15 @@ def find_head_bias(apply_fn: Callable, variables: dict, probe_inputs: Array) -> 
     the one that shifts every logit of every probe input by exactly its own change (a head
     bias does; a BatchNorm shift or a hidden layer's bias does not). Raises if there is not
     exactly one such parameter (a network without an output bias cannot fold the offset).
+
+    Example:
+
+      >>> import flax.linen as nn
+      >>> model = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(3)])
+      >>> x = jnp.ones((2, 5))
+      >>> apply = lambda variables, x: model.apply(variables, x)   # no `train` keyword
+      >>> find_head_bias(apply, model.init(jax.random.key(0), x), x)
+      ('layers_2', 'bias')
     """
     run = eval_apply(apply_fn)
     base = run(variables, probe_inputs)
@@ -170,6 +192,18 @@ def fold_offset_into_head(apply_fn: Callable, variables: dict, offset: Array,
 
     Returns the same variables with the head bias replaced by `bias - offset`; nothing else
     changes, so the result loads and runs wherever the original did (incl. torch export).
+
+    Example:
+
+      >>> import flax.linen as nn
+      >>> model = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(3)])
+      >>> x = jnp.ones((2, 5))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> offset = jnp.array([0.5, -1.0, 2.0])
+      >>> apply = lambda variables, x: model.apply(variables, x)   # no `train` keyword
+      >>> folded = fold_offset_into_head(apply, variables, offset, x)
+      >>> bool(jnp.allclose(model.apply(folded, x), model.apply(variables, x) - offset))
+      True
     """
     keys = find_head_bias(apply_fn, variables, probe_inputs)
     bias = variables["params"]

@@ -36,6 +36,11 @@ def split_groups(k: int) -> tuple[int, int]:
     """Default split of a k-tuple into (n_pos, n_neg), as the official code does.
 
     n_neg = k // 2, n_pos = k - n_neg: k=2 -> (1, 1), k=3 -> (2, 1), k=4 -> (2, 2).
+
+    Example:
+
+      >>> split_groups(2), split_groups(3), split_groups(4)
+      ((1, 1), (2, 1), (2, 2))
     """
     k = check_static_int("k", k, 2, 1 << 30, " (tuple size, pos_and_neg)")
     n_neg = k // 2
@@ -77,6 +82,12 @@ def compare_groups(
       combine="add":    0.5 P + 0.5 N     (ablation "add")
       combine="interp": lam P + (1-lam) N (ablation "interp"; lam a scalar, Beta(1,1) per batch)
     (official code: ``CKDTrainHelpers.mix_func``). `n_pos` must be a static int in [1, k-1].
+
+    Example:
+
+      >>> x = jnp.array([[[1.0, 2.0], [3.0, 4.0], [10.0, 0.0]]])   # one tuple, k=3, 2 positives
+      >>> compare_groups(x, n_pos=2).tolist()                      # mean(P) - mean(N)
+      [[-8.0, 3.0]]
     """
     check_min_rank("x", x, 2, "[B, k, ...]")
     k = shape_of(x)[1]
@@ -148,6 +159,14 @@ def ckd_terms(
     """Unweighted CKD terms {"cls": D(dS, dY), "rel": D(dS, dT)} (scalars, batch means).
 
     See `ckd_loss` for shapes and formulas.
+
+    Example:
+
+      >>> logits = jax.random.normal(jax.random.key(0), (8, 4, 10))
+      >>> labels = jnp.tile(jnp.array([0, 0, 1, 2]), (8, 1))
+      >>> terms = ckd_terms(logits, logits, labels, n_pos=2)   # student = teacher: no rel term
+      >>> sorted(terms), float(terms["rel"])
+      (['cls', 'rel'], 0.0)
     """
     n_pos = _check_ckd_args(student_logits, teacher_logits, labels, n_pos, form, temperature,
                             combine, lam)
@@ -196,6 +215,17 @@ def ckd_loss(
     Default weights w_cls = w_rel = 1 (both releases). Label range is checked only for concrete
     labels; under jit an out-of-range label becomes an all-zero one-hot row. Reference: alextxu/ckd
     ``helper/CKDTrainHelpers.py`` with ``nn.MSELoss`` / ``DistillKL``.
+
+    Example:
+
+      >>> k_s, k_t = jax.random.split(jax.random.key(0))
+      >>> student = jax.random.normal(k_s, (8, 4, 10))       # 8 tuples of k=4 samples, 10 classes
+      >>> teacher = jax.random.normal(k_t, (8, 4, 10))
+      >>> labels = jnp.tile(jnp.array([0, 0, 1, 2]), (8, 1))
+      >>> n_pos, n_neg = split_groups(4)
+      >>> loss = ckd_loss(student, teacher, labels, n_pos=n_pos)
+      >>> loss.shape, bool(loss > 0)
+      ((), True)
     """
     terms = ckd_terms(student_logits, teacher_logits, labels, n_pos=n_pos, form=form,
                       temperature=temperature, combine=combine, lam=lam)

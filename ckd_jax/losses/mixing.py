@@ -53,6 +53,13 @@ def mixup_inputs(key: jax.Array, images: jax.Array, alpha: float = 1.0):
     lam ~ Beta(alpha, alpha) (alpha = 1 in the paper: uniform), partner = a random permutation of
     the batch, mixed = lam * images + (1 - lam) * images[partner].
     Reference: alextxu/ckd ``helper/MixupTrainHelpers.py`` (``lam*pos + (1-lam)*neg``).
+
+    Example:
+
+      >>> images = jax.random.uniform(jax.random.key(1), (4, 8, 8, 3))
+      >>> mixed, partner, lam = mixup_inputs(jax.random.key(0), images)
+      >>> bool(jnp.allclose(mixed, lam * images + (1 - lam) * images[partner]))
+      True
     """
     _check_images(images)
     check_positive("alpha", alpha)
@@ -76,6 +83,12 @@ def mixup3_inputs(key: jax.Array, images: jax.Array):
     weights = u / sum(u), u ~ U(0, 1)^3 (= Beta(1, 1)^3 as in ``MixupThreeTrainHelpers``);
     member 0 is the sample itself, members 1 and 2 are two independent random permutations:
     mixed = w0 * x + w1 * x[partners[0]] + w2 * x[partners[1]].
+
+    Example:
+
+      >>> mixed, partners, weights = mixup3_inputs(jax.random.key(0), jnp.ones((4, 8, 8, 3)))
+      >>> mixed.shape, partners.shape, round(float(weights.sum()), 4)
+      ((4, 8, 8, 3), (2, 4), 1.0)
     """
     _check_images(images)
     return _mixup3(key, images)
@@ -104,6 +117,11 @@ def cutmix_box_mask(key: jax.Array | None, height: int, width: int, lam: jax.Arr
     `centre=(cx, cy)` is given), box [cx - cut_w // 2, cx + cut_w // 2) x
     [cy - cut_h // 2, cy + cut_h // 2) clipped to the image. Built with comparisons on iota
     grids, since the box size is data dependent under jit.
+
+    Example:
+
+      >>> cutmix_box_mask(None, 4, 4, jnp.float32(0.75), centre=(2, 2)).astype(int).tolist()
+      [[1, 1, 1, 1], [1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]]
     """
     if centre is None:
         k_x, k_y = jax.random.split(key)
@@ -132,6 +150,12 @@ def cutmix_inputs(key: jax.Array, images: jax.Array, alpha: float = 1.0):
     pixels: mixed = mask * x + (1 - mask) * x[partner]; lam is then reset to the kept area
     fraction mean(mask), the weight of the sample itself in the loss.
     Reference: alextxu/ckd ``helper/CutMixHelpers.py`` (after clovaai/CutMix-PyTorch).
+
+    Example:
+
+      >>> mixed, partner, lam = cutmix_inputs(jax.random.key(0), jnp.ones((4, 8, 8, 3)))
+      >>> mixed.shape, partner.shape, bool(0 <= lam <= 1)
+      ((4, 8, 8, 3), (4,), True)
     """
     _check_images(images)
     check_positive("alpha", alpha)
@@ -156,6 +180,12 @@ def mix_indices_weights(partners: jax.Array, weights, batch_size: int):
 
     Accepted: partners [B] with weights a scalar lam (or [2]) -> m = 2, weights (lam, 1 - lam);
     partners [m-1, B] with weights [m]. Row 0 of `indices` is arange(B).
+
+    Example:
+
+      >>> indices, weights = mix_indices_weights(jnp.array([1, 0]), 0.25, batch_size=2)
+      >>> indices.tolist(), weights.tolist()
+      ([[0, 1], [1, 0]], [0.25, 0.75])
     """
     check_rank("partners", partners, (1, 2), "([B] or [m-1, B])")
     check_integer_dtype("partners", partners)
@@ -208,6 +238,13 @@ def mix_distill_loss(
     ``loss_fn=0``); soft="kd": kd_loss(s, t, T) (``loss_fn=1``). Defaults w_cls = w_soft = 1.
     Reference: alextxu/ckd ``helper/MixupTrainHelpers.py``, ``CutMixHelpers.py``,
     ``MixupThreeTrainHelpers.py`` (first release).
+
+    Example:
+
+      >>> loss = mix_distill_loss(jnp.zeros((2, 4)), jnp.array([0, 1]), jnp.zeros((2, 4)),
+      ...                         partners=jnp.array([1, 0]), weights=1.0)
+      >>> round(float(loss), 4)    # lam = 1: CE + soft CE, log 4 each
+      2.7726
     """
     check_rank("student_logits", student_logits, 2, "[B, C]")
     check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)

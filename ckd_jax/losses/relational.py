@@ -81,6 +81,12 @@ def rkd_loss(
     Angle term: cos angle(x_j - x_i, x_k - x_i) for all (i, j, k); SmoothL1 mean over B^3.
     loss = w_dist * L_dist + w_angle * L_angle (defaults 25, 50). Teacher terms carry no
     gradient (``torch.no_grad`` in the reference).
+
+    Example:
+
+      >>> x = jax.random.normal(jax.random.key(0), (6, 10))
+      >>> abs(float(rkd_loss(x, 2 * x))) < 1e-5      # distances and angles ignore the scale
+      True
     """
     check_rank("student", student, 2, "[B, D]")
     check_rank("teacher", teacher, 2, "[B, D]")
@@ -130,6 +136,12 @@ def dist_loss(
     pearson(a, b) = <a - mean a, b - mean b> / (|a - mean a| |b - mean b| + 1e-8).
     Defaults tau = 4 (CIFAR-100), beta = gamma = 1; the paper's weight for this loss is 2.
     Reference: alextxu/ckd ``distiller_zoo/DIST.py``.
+
+    Example:
+
+      >>> logits = jax.random.normal(jax.random.key(0), (8, 10))
+      >>> round(float(dist_loss(logits, logits)), 2)    # perfectly correlated: no loss
+      0.0
     """
     check_rank("student", student, 2, "[B, C]")
     check_same_shape("student", student, "teacher", teacher)
@@ -175,6 +187,12 @@ def crd_init(key: jax.Array, s_dim: int, t_dim: int, n_data: int, feat_dim: int 
         ``ContrastMemory``: U(-stdv, stdv), stdv = 1 / sqrt(feat_dim / 3) (not normalised until
         a row is first updated); z_* = -1 means "normalisation constant not yet estimated".
     Train `params` with the student; thread `state` through steps (it is not trained).
+
+    Example:
+
+      >>> params, state = crd_init(jax.random.key(0), s_dim=10, t_dim=12, n_data=50, feat_dim=8)
+      >>> params["embed_t"]["kernel"].shape, state["memory_s"].shape
+      ((12, 8), (50, 8))
     """
     for name, v in (("s_dim", s_dim), ("t_dim", t_dim), ("n_data", n_data),
                     ("feat_dim", feat_dim)):
@@ -193,7 +211,15 @@ def crd_init(key: jax.Array, s_dim: int, t_dim: int, n_data: int, feat_dim: int 
 
 
 def crd_embed(embed_params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    """Flatten, linear, L2 normalise (RepDistiller ``Embed``): [B, ...] -> [B, feat_dim]."""
+    """Flatten, linear, L2 normalise (RepDistiller ``Embed``): [B, ...] -> [B, feat_dim].
+
+    Example:
+
+      >>> params, state = crd_init(jax.random.key(0), s_dim=10, t_dim=12, n_data=50, feat_dim=8)
+      >>> e = crd_embed(params["embed_s"], jnp.ones((4, 10)))
+      >>> e.shape, bool(jnp.allclose(jnp.linalg.norm(e, axis=1), 1.0))
+      ((4, 8), True)
+    """
     x = jnp.reshape(x, (x.shape[0], -1))
     z = jnp.dot(x, embed_params["kernel"], precision=jax.lax.Precision.HIGHEST)
     z = z + embed_params["bias"]
@@ -207,6 +233,12 @@ def crd_class_index(labels, num_classes: int | None = None):
     with K = num_classes (default max(labels) + 1): class_sorted_index lists the samples of
     class 0, then class 1, ...; class c occupies positions [class_start[c],
     class_start[c] + class_count[c]).
+
+    Example:
+
+      >>> index, start, count = crd_class_index(np.array([1, 0, 1, 2]))
+      >>> index.tolist(), start.tolist(), count.tolist()
+      ([1, 0, 2, 3], [0, 1, 3], [1, 2, 1])
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -243,6 +275,17 @@ def crd_sample_negatives(
     for the paper's budgets). Trick: r ~ U{0, ..., n - count_y - 1}; r += count_y if
     r >= start_y (skip class y's block); negative = class_sorted_index[r].
     Every class must have at least one sample of another class (K >= 2 non-empty classes).
+
+    Example:
+
+      >>> labels = np.array([0, 0, 1, 1, 1])
+      >>> batch = jnp.array([0, 2])
+      >>> idx = crd_sample_negatives(jax.random.key(0), jnp.asarray(labels)[batch], batch,
+      ...                            *crd_class_index(labels), n_neg=3)
+      >>> idx.shape, idx[:, 0].tolist()           # column 0: the positive itself
+      ((2, 4), [0, 2])
+      >>> bool((labels[np.asarray(idx[:, 1:])] != labels[np.asarray(batch)][:, None]).all())
+      True
     """
     check_rank("labels_of_batch", labels_of_batch, 1, "[B]")
     check_rank("sample_idx", sample_idx, 1, "[B]")
@@ -318,6 +361,18 @@ def crd_loss(
     Memory update (after scoring, no gradient): memory_s[idx] <- normalise(momentum *
     memory_s[idx] + (1 - momentum) * e_s), memory_t likewise with e_t.
     Defaults nce_t = 0.07, momentum = 0.5; paper weight 0.8.
+
+    Example:
+
+      >>> labels = np.array([0, 1] * 25)                          # 50 training samples
+      >>> params, state = crd_init(jax.random.key(0), s_dim=10, t_dim=12, n_data=50, feat_dim=8)
+      >>> batch = jnp.array([0, 1, 2, 3])
+      >>> contrast = crd_sample_negatives(jax.random.key(1), jnp.asarray(labels)[batch], batch,
+      ...                                 *crd_class_index(labels), n_neg=16)
+      >>> loss, state = crd_loss(params, state, jnp.ones((4, 10)), jnp.ones((4, 12)), batch,
+      ...                        contrast)
+      >>> loss.shape, bool(jnp.isfinite(loss))
+      ((), True)
     """
     check_rank("student_logits", student_logits, 2, "[B, s_dim]")
     check_rank("teacher_logits", teacher_logits, 2, "[B, t_dim]")

@@ -28,7 +28,13 @@ def hint_regressor_kind(s_hw: Sequence[int], t_hw: Sequence[int]) -> str:
     """Which ConvReg layer maps student spatial size `s_hw` to teacher `t_hw` (RepDistiller order):
     "stride2" (s_H == 2 t_H: 3x3 conv, stride 2, pad 1), "transpose" (2 s_H == t_H: 4x4
     transposed conv, stride 2, pad 1), "valid" (s_H >= t_H: conv with kernel
-    (1 + s_H - t_H, 1 + s_W - t_W), no padding). Raises ValueError otherwise."""
+    (1 + s_H - t_H, 1 + s_W - t_W), no padding). Raises ValueError otherwise.
+
+    Example:
+
+      >>> hint_regressor_kind((8, 8), (4, 4)), hint_regressor_kind((4, 4), (8, 8))
+      ('stride2', 'transpose')
+    """
     sh, sw = int(s_hw[0]), int(s_hw[1])
     th, tw = int(t_hw[0]), int(t_hw[1])
     if sh == 2 * th:
@@ -50,6 +56,13 @@ class HintRegressor(nn.Module):
     Input student features [N, H_s, W_s, C_s] -> [N, H_t, W_t, C_t]. The conv is chosen by
     `hint_regressor_kind` at trace time. Call with `train=True, mutable=["batch_stats"]` while
     training (batch statistics), `train=False` otherwise.
+
+    Example:
+
+      >>> reg = HintRegressor(t_shape=(4, 4, 16))          # student 8x8 -> teacher 4x4: stride 2
+      >>> out, variables = reg.init_with_output(jax.random.key(0), jnp.ones((2, 8, 8, 8)))
+      >>> out.shape
+      (2, 4, 4, 16)
     """
 
     t_shape: Sequence[int]
@@ -80,6 +93,11 @@ def fitnet_loss(regressed: jax.Array, teacher_feat: jax.Array) -> jax.Array:
 
     Shapes: regressed (HintRegressor output) and teacher_feat, both [N, H, W, C]. Returns
     mean((regressed - teacher_feat)^2) over all entries. Paper weight 100 (layer 2).
+
+    Example:
+
+      >>> float(fitnet_loss(jnp.ones((1, 2, 2, 3)), jnp.zeros((1, 2, 2, 3))))
+      1.0
     """
     check_min_rank("regressed", regressed, 2, "[N, ...]")
     check_same_shape("regressed", regressed, "teacher_feat", teacher_feat)
@@ -107,7 +125,14 @@ def _pool_to(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 def match_spatial(student_feat: jax.Array, teacher_feat: jax.Array):
     """Average-pool the larger of two NHWC feature maps to the other's spatial size
-    (as RepDistiller ``VIDLoss.forward`` does before regressing). Returns (student, teacher)."""
+    (as RepDistiller ``VIDLoss.forward`` does before regressing). Returns (student, teacher).
+
+    Example:
+
+      >>> s, t = match_spatial(jnp.ones((1, 8, 8, 3)), jnp.ones((1, 4, 4, 5)))
+      >>> s.shape, t.shape
+      ((1, 4, 4, 3), (1, 4, 4, 5))
+    """
     check_rank("student_feat", student_feat, 4, "[N, H, W, C]")
     check_rank("teacher_feat", teacher_feat, 4, "[N, H, W, C]")
     sh, th = student_feat.shape[1:3], teacher_feat.shape[1:3]
@@ -119,7 +144,13 @@ def match_spatial(student_feat: jax.Array, teacher_feat: jax.Array):
 
 
 def vid_log_scale_init(init_pred_var: float = 5.0, eps: float = 1e-5) -> float:
-    """softplus^{-1}(init_pred_var - eps) = log(exp(init_pred_var - eps) - 1)."""
+    """softplus^{-1}(init_pred_var - eps) = log(exp(init_pred_var - eps) - 1).
+
+    Example:
+
+      >>> round(vid_log_scale_init(5.0), 4)          # softplus of it gives back 5 - 1e-5
+      4.9932
+    """
     return float(np.log(np.expm1(init_pred_var - eps)))
 
 
@@ -131,6 +162,14 @@ class VIDRegressor(nn.Module):
     softplus^{-1}(init_pred_var - eps). RepDistiller uses mid = out = teacher channels.
     Input [N, H, W, C_s] -> (pred_mean [N, H, W, out_channels], log_scale [out_channels]).
     Spatial sizes must already match the target (see `match_spatial`).
+
+    Example:
+
+      >>> reg = VIDRegressor(mid_channels=8, out_channels=16)
+      >>> (mean, log_scale), variables = reg.init_with_output(jax.random.key(0),
+      ...                                                      jnp.ones((2, 4, 4, 8)))
+      >>> mean.shape, log_scale.shape
+      ((2, 4, 4, 16), (16,))
     """
 
     mid_channels: int
@@ -157,6 +196,13 @@ def vid_loss(pred_mean: jax.Array, log_scale: jax.Array, target: jax.Array,
     Shapes: pred_mean [N, H, W, C], log_scale [C], target [N, H, W, C]. Returns a scalar:
       var = softplus(log_scale) + eps;  mean over all entries of 0.5 ((pred - target)^2 / var
       + log var). Paper weight 1 (summed over the student's intermediate layers).
+
+    Example:
+
+      >>> x = jnp.ones((2, 4, 4, 3))
+      >>> log_scale = jnp.full(3, vid_log_scale_init(1.0))   # variance 1: only the error is left
+      >>> round(float(vid_loss(x + 1.0, log_scale, x)), 4)    # 0.5 * (1^2 / 1 + log 1)
+      0.5
     """
     check_rank("pred_mean", pred_mean, 4, "[N, H, W, C]")
     check_same_shape("pred_mean", pred_mean, "target", target)
@@ -183,6 +229,13 @@ class CCEmbed(nn.Module):
     Matches RepDistiller's ``LinearEmbed`` used for ``--distill correlation`` (no L2
     normalisation there). Input [N, ...] (usually the penultimate pooled feature [N, D]) ->
     [N, feat_dim].
+
+    Example:
+
+      >>> embed = CCEmbed(feat_dim=8)
+      >>> out, variables = embed.init_with_output(jax.random.key(0), jnp.ones((4, 16)))
+      >>> out.shape
+      (4, 8)
     """
 
     feat_dim: int = 128
@@ -200,6 +253,12 @@ def cc_loss(s_embed: jax.Array, t_embed: jax.Array) -> jax.Array:
       delta = |s - t|;  loss = mean_{i=0..B-2} sum_d delta[i, d] * delta[i+1, d]
     (the authors' code shared with RepDistiller: products of consecutive samples' residuals).
     Needs B >= 2. Paper weight 0.02.
+
+    Example:
+
+      >>> s = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+      >>> float(cc_loss(s, jnp.zeros((3, 2))))   # (1*0 + 0*1 + 0*1 + 1*1) / 2
+      0.5
     """
     check_rank("s_embed", s_embed, 2, "[B, D]")
     check_same_shape("s_embed", s_embed, "t_embed", t_embed)

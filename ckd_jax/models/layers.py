@@ -42,11 +42,6 @@ def torch_default_bias(fan_in: int):
     return init
 
 
-# The convolution `conv` layers call; None = flax's default (`lax.conv_general_dilated`).
-# experiments/conv_speed.py swaps in alternatives (ckd_jax.models.cpu_conv) to time them.
-CONV_IMPL = None
-
-
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
          bias: bool = False, kernel_init=KAIMING_FAN_OUT, name: str | None = None) -> nn.Conv:
     """A square `kernel` x `kernel` Conv2d with PyTorch's symmetric `padding` on H and W.
@@ -57,8 +52,7 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, groups: 
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((padding, padding), (padding, padding)),
                    feature_group_count=groups, use_bias=bias, kernel_init=kernel_init,
-                   bias_init=nn.initializers.zeros, name=name,
-                   conv_general_dilated=CONV_IMPL)
+                   bias_init=nn.initializers.zeros, name=name)
 
 
 def dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:

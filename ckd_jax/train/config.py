@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SCHEDULES = ("plateau", "cosine")
+from ckd_jax.train.choices import COMPUTE_DTYPES, EPOCH_LOOPS, MEMBER_LOOPS
+from ckd_jax.train.choices import STUDENT_SCHEDULES as SCHEDULES
+
 GROUP_FORWARDS = ("separate", "joint")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 TEACHER_VIEWS = ("augmented", "clean")
 CALIBRATIONS = ("none", "table")
 # Fields that never change a run's results (see DistillConfig.results_dict).
@@ -273,8 +274,8 @@ class DistillConfig:
         choice("schedule", self.schedule, SCHEDULES)
         choice("group_forward", self.group_forward, GROUP_FORWARDS)
         choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
-        choice("epoch_loop", self.epoch_loop, ("auto", "scan", "python"))
-        choice("member_loop", self.member_loop, ("auto", "vmap", "sequential"))
+        choice("epoch_loop", self.epoch_loop, EPOCH_LOOPS)
+        choice("member_loop", self.member_loop, MEMBER_LOOPS)
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
         from ckd_jax.data.specs import check_spec_dict

@@ -31,7 +31,9 @@ from jax.sharding import PartitionSpec as P
 
 from ckd_jax.data.augment import center_crop, normalize, random_crop_flip
 from ckd_jax.losses import cross_entropy
+from ckd_jax.losses.sampling import epoch_indices
 from ckd_jax.train import optim
+from ckd_jax.train.choices import MEMBER_LOOPS, resolve_epoch_loop
 from ckd_jax.train.methods import FeatureShapes, LossInputs, Method
 
 Array = jax.Array
@@ -179,33 +181,14 @@ def _student_outputs(model, method: Method, spec: StepSpec, params, batch_stats,
     return cat(lp, ln), {i: cat(fp[i], fn[i]) for i in layers}, stats
 
 
-def _student_logits(model, method: Method, spec: StepSpec, params, batch_stats, x):
-    """Logits of a batch [B, ...] or a tuple batch [B, k, ...] (logits [B, k, C])."""
-    logits, _, stats = _student_outputs(model, method, spec, params, batch_stats, x)
-    return logits, stats
-
-
 # ------------------------------------------------------------------------------------------
 # one member: epoch of steps
 # ------------------------------------------------------------------------------------------
 def _epoch_indices(method: Method, spec: StepSpec, data: MemberData, key):
     """Sample indices for a whole pseudo-epoch: [S, B] or [S, B, k] (S steps)."""
-    s, b, n = spec.steps_per_epoch, spec.batch_size, spec.n_train
-    if method.sampling == "sample":
-        # One shuffled pass over the data (like a DataLoader with shuffle); the last partial
-        # batch is filled from a second permutation so every step has a static shape.
-        k1, k2 = jax.random.split(key)
-        perm = jnp.concatenate([jax.random.permutation(k1, n), jax.random.permutation(k2, n)])
-        return perm[: s * b].reshape(s, b).astype(jnp.int32)
-    k = method.tuple_size
-    if spec.use_pool:
-        pool = data.tuple_pool
-        sel = jax.random.choice(key, pool.shape[0], (s * b,), replace=pool.shape[0] < s * b)
-        return pool[sel].reshape(s, b, k)
-    # k distinct samples per tuple, uniformly at random: top-k of i.i.d. uniforms.
-    keys = jax.random.split(key, s)
-    draw = lambda kk: jax.lax.top_k(jax.random.uniform(kk, (b, n)), k)[1]
-    return jax.vmap(draw)(keys).astype(jnp.int32)
+    return epoch_indices(key, method.sampling, steps=spec.steps_per_epoch,
+                         batch_size=spec.batch_size, n=spec.n_train, k=method.tuple_size,
+                         pool=data.tuple_pool if spec.use_pool else None)
 
 
 def _augment(spec: StepSpec, key, images_u8):
@@ -291,9 +274,6 @@ def _make_member_epoch(model, method: Method, spec: StepSpec, shard: Callable):
 # ------------------------------------------------------------------------------------------
 # public builders
 # ------------------------------------------------------------------------------------------
-EPOCH_LOOPS = ("auto", "scan", "python")
-
-
 class _PythonLoopEpoch:
     """The same pseudo-epoch as the `lax.scan` version, one compiled step per Python iteration.
 
@@ -317,9 +297,6 @@ class _PythonLoopEpoch:
 
     def _cache_size(self) -> int:
         return max(self._plan._cache_size(), self._step._cache_size())
-
-
-MEMBER_LOOPS = ("auto", "vmap", "sequential")
 
 
 def resolve_member_loop(member_loop: str, mesh: Mesh) -> str:
@@ -415,14 +392,11 @@ def make_train_epoch(model, method: Method, spec: StepSpec, mesh: Mesh, loop: st
     compiled for one member; finished members are not run; the CPU path, `_OneMemberAtATime`)
     or "auto" (sequential on CPU).
     """
-    if loop not in EPOCH_LOOPS:
-        raise ValueError(f"loop={loop!r}; accepted: {', '.join(EPOCH_LOOPS)}")
+    loop = resolve_epoch_loop(loop, mesh.devices.flat[0].platform)
     member_loop = resolve_member_loop(member_loop, mesh)
     batch_sharding = NamedSharding(mesh, P("data"))
     shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
     member_epoch, plan, masked_step = _make_member_epoch(model, method, spec, shard)
-    if loop == "auto":
-        loop = "python" if mesh.devices.flat[0].platform == "cpu" else "scan"
     if loop == "python":
         epoch = _PythonLoopEpoch(plan, masked_step, spec.steps_per_epoch)
     else:

@@ -1,6 +1,6 @@
 """The one optimiser layer of the package: torch-style SGD and every learning-rate schedule.
 
-Both engines' step (`ckd_jax.train.engine._make_member_epoch`, which teachers train through as
+The training step (`ckd_jax.train.engine._make_member_epoch`, which teachers train through as
 well) calls exactly two things from here, once per step:
 
     lr = scheduled_lr(spec.schedule, base_lr, step, ...)      # the schedule, a pure function
@@ -48,7 +48,7 @@ __all__ = ["sgd_init", "sgd_direction", "sgd_update", "scheduled_lr", "constant_
            "constant"]
 
 Schedule = Callable[[jax.Array], jax.Array]
-SCHEDULES = ("constant", "plateau", "multistep", "cosine", "onecycle")
+from ckd_jax.train.choices import SCHEDULES  # noqa: E402  (the one list; re-exported here)
 
 
 # ------------------------------------------------------------------------------- SGD (torch)
@@ -151,6 +151,9 @@ def plateau_drop(lr, reload, factor: float = 0.1):
 
 
 # ------------------------------------------------- schedule factories (step -> lr closures)
+# Kept for your own training loops (docs/teacher.md): the engine uses the `*_lr` functions above;
+# these and `make_optimizer` below are the same schedules and SGD behind optax's interface,
+# checked against torch.optim.SGD and the `*_lr` functions in tests/test_teacher_optim.py.
 def constant(base_lr: float) -> Schedule:
     """lr(step) = base_lr."""
     _check_lr(base_lr)

@@ -47,8 +47,8 @@ from jax.sharding import PartitionSpec as P
 
 from ckd_jax.checkpoint import Checkpointer
 from ckd_jax.losses import cross_entropy
+from ckd_jax.train import choices, optim
 from ckd_jax.train import engine as S
-from ckd_jax.train import optim
 from ckd_jax.train.engine import MemberData, StepSpec, steps_per_pseudo_epoch
 from ckd_jax.train.methods import LossInputs, Method
 
@@ -61,8 +61,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fast": dict(epochs=30, batch_size=512, lr=0.4, schedule="onecycle", warmup_epochs=0,
                  label_smoothing=0.0, compute_dtype="auto"),
 }
-SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
-COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
+SCHEDULES = choices.TEACHER_SCHEDULES
+COMPUTE_DTYPES = (*choices.COMPUTE_DTYPES, "auto")  # auto: bfloat16 on an accelerator
 # The paper's milestones as fractions of its 240 epochs: 150/240, 180/240, 210/240.
 PAPER_MILESTONE_FRACTIONS = (0.625, 0.75, 0.875)
 # Fields that may differ between a run and its resumption.
@@ -160,8 +160,8 @@ class TeacherConfig:
         if c.schedule == "cosine" and not 0 <= c.warmup_epochs < c.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs={c.epochs}), got "
                              f"{c.warmup_epochs!r}")
-        if c.epoch_loop not in ("scan", "python", "auto"):
-            raise ValueError(f"epoch_loop must be 'scan', 'python' or 'auto', got "
+        if c.epoch_loop not in choices.EPOCH_LOOPS:
+            raise ValueError(f"epoch_loop must be one of {choices.EPOCH_LOOPS}, got "
                              f"{c.epoch_loop!r}")
         if not isinstance(c.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict, got {c.model_kwargs!r}")
