@@ -703,6 +703,46 @@ def test_sigint_saves_a_checkpoint_and_the_rerun_says_where_it_resumes(tmp_path,
     assert capsys.readouterr().err == "distill.py: stopped by SIGTERM after pseudo-epoch 3: ...\n"
 
 
+def test_teacher_sigint_stops_after_the_epoch_and_the_rerun_says_how_far_it_resumed(
+        tmp_path, capsys):
+    """SIGINT (SIGTERM alike) while a teacher trains: the epoch ends with its checkpoint, one
+    line names it and the command that resumes (with --resume, which train_teacher.py needs);
+    the rerun says from which epoch it resumed, ends as 3 epochs, and without a checkpoint says
+    that it starts over."""
+    import dataclasses
+    import signal
+
+    from ckd_jax.data import load_train_test
+    from ckd_jax.interrupt import RunInterrupted
+    from ckd_jax.train.supervised import TeacherConfig, train_teacher
+
+    train, test = load_train_test("digits")
+    train, test = train.subset(np.arange(64)), test.subset(np.arange(32))
+    cfg = TeacherConfig(dataset="digits", model="tiny_cnn", model_kwargs={"width": 4},
+                        out=str(tmp_path / "teacher"), epochs=3, batch_size=32,
+                        progress=False)
+    ckpt = tmp_path / "teacher" / "checkpoints"
+    with pytest.raises(RunInterrupted, match=rf"^stopped by SIGINT after epoch 1: checkpoint "
+                                             rf"of epoch 1 saved in {ckpt}; to resume, run "
+                                             r".* --resume$"):
+        train_teacher(cfg, train=train, test=test,
+                      on_epoch_end=lambda row: os.kill(os.getpid(), signal.SIGINT))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert sorted(os.listdir(ckpt)) == ["1"]
+    capsys.readouterr()
+    cfg = dataclasses.replace(cfg, resume=True)
+    result = train_teacher(cfg, train=train, test=test)
+    assert f"{tmp_path / 'teacher'}: resumed from the checkpoint of epoch 1 of 3" in (
+        capsys.readouterr().out)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    shutil.rmtree(ckpt)
+    with pytest.raises(RunInterrupted, match="after epoch 1"):  # a run without checkpoints
+        train_teacher(cfg, train=train, test=test,
+                      on_epoch_end=lambda row: os.kill(os.getpid(), signal.SIGTERM))
+    assert "no checkpoint to resume from: starting over from epoch 0" in (
+        capsys.readouterr().out)
+
+
 _HOLDER = """
 import sys, time
 from ckd_jax.runlock import run_lock
