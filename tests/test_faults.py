@@ -520,6 +520,25 @@ def test_check_runs_lists_states_and_costs(qs, capsys):
     assert snapshot(qs) == before  # reads only
 
 
+def test_check_runs_damaged_checkpoint_of_a_finished_run_and_quickstart_advice(qs, capsys):
+    """A finished run whose only checkpoint is damaged is reported (export.py would refuse
+    it), and in a quickstart folder the advice names the quickstart command, not a sweep's."""
+    with Checkpointer(qs / "kd" / "checkpoints", keep_best=False, max_to_keep=1) as ck:
+        ck.save(1, {"w": np.arange(500, dtype=np.float32)}, extra={"step": 1})
+    assert run_command(CHECK.main, [str(qs / "kd")], prog="check_runs.py") == 0
+    assert "finished" in capsys.readouterr().out
+    damage(_data_file(qs / "kd" / "checkpoints" / "1"), "flip")
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
+    line = [x for x in capsys.readouterr().out.splitlines() if f" {qs / 'kd'}:" in x][0]
+    assert line.split()[1] == "damaged" and "finished, but" in line and "export.py" in line
+
+    damage(qs / "kd" / "summary.json", "flip")
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
+    out = capsys.readouterr().out
+    assert f"rerun the quickstart command (python experiments/quickstart.py --out {qs})" in out
+    assert "sweep command" not in out
+
+
 def test_resumed_run_saves_over_a_damaged_newer_step(tmp_path, capsys):
     """Resumed from step 1 because step 3 is damaged, the run saves step 2, then 3: the newer
     and the damaged step are set aside (kept, renamed), never pruned in place of new ones."""
