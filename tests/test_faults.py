@@ -837,3 +837,43 @@ def test_check_runs_sees_foreign_renamed_duplicated_and_orphaned(tmp_path, teach
     t3.save(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
     assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
     assert "seed3.npz was built by another teacher" in capsys.readouterr().out
+
+
+def test_lock_wait_option_waits_for_the_owner(tmp_path, monkeypatch, capsys):
+    """CKD_JAX_WAIT_LOCK: a bad value is one line before the folder is made; SECONDS waits
+    that long and is then refused; inf waits until the owner ends. (flock locks of two opens
+    exclude each other within one process too, so a thread stands in for the second run.)"""
+    import threading
+    import time
+
+    from ckd_jax.runlock import RunLocked, run_lock
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("CKD_JAX_WAIT_LOCK", "soon")
+    with pytest.raises(ValueError, match=r"CKD_JAX_WAIT_LOCK='soon' is not a number of "
+                                         r"seconds; accepted: 0 \(refuse at once"):
+        with run_lock(run):
+            pass
+    assert not run.exists()
+    monkeypatch.delenv("CKD_JAX_WAIT_LOCK")
+    got = []
+
+    def second():
+        with run_lock(run):
+            got.append(json.loads((run / "run.lock").read_text())["pid"])
+
+    with run_lock(run):
+        monkeypatch.setenv("CKD_JAX_WAIT_LOCK", "0.3")
+        t0 = time.monotonic()
+        with pytest.raises(RunLocked, match=r"is in use by process \d+ .*\(waited 0.3 s\)"):
+            with run_lock(run):
+                pass
+        assert time.monotonic() - t0 >= 0.3
+        monkeypatch.setenv("CKD_JAX_WAIT_LOCK", "inf")
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not got  # still waiting
+    waiter.join(timeout=30)
+    assert got == [os.getpid()] and not (run / "run.lock").exists()
+    assert "waiting for it to end (at most inf s, CKD_JAX_WAIT_LOCK)" in capsys.readouterr().err
