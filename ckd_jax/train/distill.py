@@ -131,7 +131,8 @@ class _Prepared:
             table_dir = table_folder(config.logit_table_dir, config.teacher_checkpoint,
                                      config.out_dir)
             config = config.replace(logit_table_dir=table_dir)
-            _log(config, f"logit tables: {table_dir}")
+            if table_dir:
+                _log(config, f"logit tables: {table_dir}")
         self.config = config
         self.mesh = mesh
         self.num_classes = self.train.num_classes
