@@ -282,6 +282,35 @@ def teacher_fingerprint(source) -> str | None:
     return None
 
 
+TABLES_SUBDIR = "logit_tables"
+
+
+def table_folder(logit_table_dir, teacher_checkpoint, out_dir) -> str | None:
+    """Where a run's logit tables live: `logit_table_dir` when given; else one place per
+    teacher, `<teacher run dir>/logit_tables`, so runs on the same teacher, data and seeds
+    reuse the tables instead of spending the teacher calls again. The run's own
+    `<out_dir>/logit_tables` is used when it already holds tables (a run made before this
+    default keeps them), when the teacher is a .pth file or in memory, and, with a note, when
+    the teacher's folder is not writable. None when there is no place (no out_dir)."""
+    if logit_table_dir:
+        return os.fspath(logit_table_dir)
+    own = os.path.join(os.fspath(out_dir), TABLES_SUBDIR) if out_dir else None
+    if own and os.path.isdir(own) and any(n.endswith(".npz") for n in os.listdir(own)):
+        return own
+    if teacher_checkpoint is None or not os.path.isdir(teacher_checkpoint):
+        return own
+    run = os.path.abspath(os.fspath(teacher_checkpoint))
+    if os.path.basename(run) == "checkpoints":
+        run = os.path.dirname(run)
+    shared = os.path.join(run, TABLES_SUBDIR)
+    if os.access(shared if os.path.isdir(shared) else run, os.W_OK | os.X_OK):
+        return shared
+    if own:
+        note(f"the teacher's folder {run} is not writable: the logit tables go to {own} (a "
+             "run on this teacher elsewhere builds them again; set logit_table_dir to share)")
+    return own
+
+
 def images_hash(images_u8: np.ndarray) -> str:
     """Content hash of the teacher-labelled images in table row order (what the table is of)."""
     return hash_arrays(np.asarray(images_u8))

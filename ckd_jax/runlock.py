@@ -4,8 +4,9 @@ The lock is `<folder>/run.lock`, holding the owner's pid, host, start time and c
 `fcntl.flock` on it that the kernel drops when the owner dies. A second process on the same
 folder is refused in one line naming the owner (`RunLocked`, exit status 2 at the command
 line); a lock file left by a killed process on this host is taken over with a note. The file is
-removed when the run ends. Runs that own distinct folders (sweep `--jobs` workers, `--shard`
-processes: one cell folder each) never meet here.
+removed when the run ends. `CKD_JAX_WAIT_LOCK=SECONDS` (or `inf`) makes a second process wait
+that long for the owner to end instead of being refused at once. Runs that own distinct
+folders (sweep `--jobs` workers, `--shard` processes: one cell folder each) never meet here.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import json
 import os
 import socket
 import sys
+import time
 
 from ckd_jax.files import make_dirs, note, write_failed
 
 LOCK_FILE = "run.lock"
+WAIT_ENV = "CKD_JAX_WAIT_LOCK"
 
 
 class RunLocked(ValueError):
@@ -42,8 +45,24 @@ def _describe(info: dict) -> str:
             f"{info.get('started', '?')}{cmd})")
 
 
-def _acquire(path: str) -> int:
+def wait_seconds() -> float:
+    """How long a run waits for a folder another process owns (`CKD_JAX_WAIT_LOCK`; unset or
+    0: it is refused at once)."""
+    raw = os.environ.get(WAIT_ENV, "").strip()
+    try:
+        seconds = float(raw or 0)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise ValueError(f"{WAIT_ENV}={raw!r} is not a number of seconds; accepted: 0 (refuse "
+                         "at once, the default), a positive number, or inf (wait until the "
+                         "owner ends)")
+    return seconds
+
+
+def _acquire(path: str, wait: float = 0.0) -> int:
     host = socket.gethostname()
+    deadline = None
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -54,9 +73,19 @@ def _acquire(path: str) -> int:
         except BlockingIOError:
             info = _owner(fd)
             os.close(fd)
-            raise RunLocked(f"{os.path.dirname(path)} is in use by {_describe(info)}: two "
-                            "runs on one folder would corrupt it; wait for that run to end or "
-                            "use another output folder") from None
+            if deadline is None:
+                deadline = time.monotonic() + wait
+                if wait:
+                    note(f"{os.path.dirname(path)} is in use by {_describe(info)}: waiting "
+                         f"for it to end (at most {wait:g} s, {WAIT_ENV})")
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            waited = f" (waited {wait:g} s)" if wait else ""
+            raise RunLocked(f"{os.path.dirname(path)} is in use by {_describe(info)}{waited}: "
+                            "two runs on one folder would corrupt it; wait for that run to end "
+                            f"(or set {WAIT_ENV}=SECONDS to have this one wait) or use another "
+                            "output folder") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -87,9 +116,10 @@ def _acquire(path: str) -> int:
 def run_lock(folder):
     """Own `folder` (created if missing) for the block; see the module docstring."""
     folder = os.fspath(folder)
+    wait = wait_seconds()  # a bad value is refused before the folder is made
     make_dirs(folder)
     path = os.path.join(folder, LOCK_FILE)
-    fd = _acquire(path)
+    fd = _acquire(path, wait)
     try:
         yield
     finally:

@@ -147,11 +147,13 @@ def test_table_from_another_teacher_or_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match="teacher_hash"):
         _run(_cfg(logit_table_dir=tables, out_dir=str(out)), t2, mesh=make_mesh(1))
     assert not out.exists()
-    # another split: same file name, but the table on disk holds other indices
+    # another split: the seed-1 table renamed to seed 2 (its recorded seed is checked before
+    # its indices, which test_logit_table.py covers)
     name = sorted(os.listdir(tables))[0]
     other = _cfg(seeds=(2,), logit_table_dir=tables, out_dir=str(out))
     os.replace(os.path.join(tables, name), os.path.join(tables, name.replace("seed1", "seed2")))
-    with pytest.raises(ValueError, match="indices mismatch"):
+    with pytest.raises(ValueError, match="seed mismatch: the table was built for seed 1, the "
+                                         "run expects seed 2"):
         _run(other, t1, mesh=make_mesh(1))
     assert not out.exists()
     assert t2.calls == 0

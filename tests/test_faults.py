@@ -520,6 +520,25 @@ def test_check_runs_lists_states_and_costs(qs, capsys):
     assert snapshot(qs) == before  # reads only
 
 
+def test_check_runs_damaged_checkpoint_of_a_finished_run_and_quickstart_advice(qs, capsys):
+    """A finished run whose only checkpoint is damaged is reported (export.py would refuse
+    it), and in a quickstart folder the advice names the quickstart command, not a sweep's."""
+    with Checkpointer(qs / "kd" / "checkpoints", keep_best=False, max_to_keep=1) as ck:
+        ck.save(1, {"w": np.arange(500, dtype=np.float32)}, extra={"step": 1})
+    assert run_command(CHECK.main, [str(qs / "kd")], prog="check_runs.py") == 0
+    assert "finished" in capsys.readouterr().out
+    damage(_data_file(qs / "kd" / "checkpoints" / "1"), "flip")
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
+    line = [x for x in capsys.readouterr().out.splitlines() if f" {qs / 'kd'}:" in x][0]
+    assert line.split()[1] == "damaged" and "finished, but" in line and "export.py" in line
+
+    damage(qs / "kd" / "summary.json", "flip")
+    assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
+    out = capsys.readouterr().out
+    assert f"rerun the quickstart command (python experiments/quickstart.py --out {qs})" in out
+    assert "sweep command" not in out
+
+
 def test_resumed_run_saves_over_a_damaged_newer_step(tmp_path, capsys):
     """Resumed from step 1 because step 3 is damaged, the run saves step 2, then 3: the newer
     and the damaged step are set aside (kept, renamed), never pruned in place of new ones."""
@@ -703,6 +722,46 @@ def test_sigint_saves_a_checkpoint_and_the_rerun_says_where_it_resumes(tmp_path,
     assert capsys.readouterr().err == "distill.py: stopped by SIGTERM after pseudo-epoch 3: ...\n"
 
 
+def test_teacher_sigint_stops_after_the_epoch_and_the_rerun_says_how_far_it_resumed(
+        tmp_path, capsys):
+    """SIGINT (SIGTERM alike) while a teacher trains: the epoch ends with its checkpoint, one
+    line names it and the command that resumes (with --resume, which train_teacher.py needs);
+    the rerun says from which epoch it resumed, ends as 3 epochs, and without a checkpoint says
+    that it starts over."""
+    import dataclasses
+    import signal
+
+    from ckd_jax.data import load_train_test
+    from ckd_jax.interrupt import RunInterrupted
+    from ckd_jax.train.supervised import TeacherConfig, train_teacher
+
+    train, test = load_train_test("digits")
+    train, test = train.subset(np.arange(64)), test.subset(np.arange(32))
+    cfg = TeacherConfig(dataset="digits", model="tiny_cnn", model_kwargs={"width": 4},
+                        out=str(tmp_path / "teacher"), epochs=3, batch_size=32,
+                        progress=False)
+    ckpt = tmp_path / "teacher" / "checkpoints"
+    with pytest.raises(RunInterrupted, match=rf"^stopped by SIGINT after epoch 1: checkpoint "
+                                             rf"of epoch 1 saved in {ckpt}; to resume, run "
+                                             r".* --resume$"):
+        train_teacher(cfg, train=train, test=test,
+                      on_epoch_end=lambda row: os.kill(os.getpid(), signal.SIGINT))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert sorted(os.listdir(ckpt)) == ["1"]
+    capsys.readouterr()
+    cfg = dataclasses.replace(cfg, resume=True)
+    result = train_teacher(cfg, train=train, test=test)
+    assert f"{tmp_path / 'teacher'}: resumed from the checkpoint of epoch 1 of 3" in (
+        capsys.readouterr().out)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    shutil.rmtree(ckpt)
+    with pytest.raises(RunInterrupted, match="after epoch 1"):  # a run without checkpoints
+        train_teacher(cfg, train=train, test=test,
+                      on_epoch_end=lambda row: os.kill(os.getpid(), signal.SIGTERM))
+    assert "no checkpoint to resume from: starting over from epoch 0" in (
+        capsys.readouterr().out)
+
+
 _HOLDER = """
 import sys, time
 from ckd_jax.runlock import run_lock
@@ -778,3 +837,43 @@ def test_check_runs_sees_foreign_renamed_duplicated_and_orphaned(tmp_path, teach
     t3.save(tables / "digits_tiny_cnn_augmented_S250_seed3.npz")
     assert run_command(CHECK.main, [str(qs)], prog="check_runs.py") == 1
     assert "seed3.npz was built by another teacher" in capsys.readouterr().out
+
+
+def test_lock_wait_option_waits_for_the_owner(tmp_path, monkeypatch, capsys):
+    """CKD_JAX_WAIT_LOCK: a bad value is one line before the folder is made; SECONDS waits
+    that long and is then refused; inf waits until the owner ends. (flock locks of two opens
+    exclude each other within one process too, so a thread stands in for the second run.)"""
+    import threading
+    import time
+
+    from ckd_jax.runlock import RunLocked, run_lock
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("CKD_JAX_WAIT_LOCK", "soon")
+    with pytest.raises(ValueError, match=r"CKD_JAX_WAIT_LOCK='soon' is not a number of "
+                                         r"seconds; accepted: 0 \(refuse at once"):
+        with run_lock(run):
+            pass
+    assert not run.exists()
+    monkeypatch.delenv("CKD_JAX_WAIT_LOCK")
+    got = []
+
+    def second():
+        with run_lock(run):
+            got.append(json.loads((run / "run.lock").read_text())["pid"])
+
+    with run_lock(run):
+        monkeypatch.setenv("CKD_JAX_WAIT_LOCK", "0.3")
+        t0 = time.monotonic()
+        with pytest.raises(RunLocked, match=r"is in use by process \d+ .*\(waited 0.3 s\)"):
+            with run_lock(run):
+                pass
+        assert time.monotonic() - t0 >= 0.3
+        monkeypatch.setenv("CKD_JAX_WAIT_LOCK", "inf")
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not got  # still waiting
+    waiter.join(timeout=30)
+    assert got == [os.getpid()] and not (run / "run.lock").exists()
+    assert "waiting for it to end (at most inf s, CKD_JAX_WAIT_LOCK)" in capsys.readouterr().err

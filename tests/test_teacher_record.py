@@ -57,7 +57,8 @@ def test_run_takes_teacher_from_its_run_dir(teacher_dir, tmp_path):
 def test_conflicting_kwargs_name_key_and_shapes(teacher_dir, tmp_path):
     cfg = tiny_config(teacher="tiny_cnn", teacher_kwargs={"width": 8},
                       teacher_checkpoint=teacher_dir, method="kd", epochs=1,
-                      out_dir=str(tmp_path / "run"))
+                      out_dir=str(tmp_path / "run"),
+                      logit_table_dir=str(tmp_path / "tables"))  # a table to build: a load
     with pytest.raises(ValueError) as e:
         run_distillation(cfg)
     msg = str(e.value)
@@ -87,3 +88,45 @@ def jax_shapes(tree):
     import jax
 
     return [list(x.shape) for x in jax.tree.leaves(tree)]
+
+
+def test_runs_on_one_teacher_share_its_tables(teacher_dir, tmp_path):
+    """Two runs on the same teacher and seed: the tables go beside the teacher run (config.json
+    says where), so the second run makes no teacher call."""
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher, ignore=shutil.ignore_patterns("logit_tables"))
+    cfg = tiny_config(teacher=None, teacher_kwargs=None, teacher_checkpoint=str(teacher),
+                      method="kd", epochs=1, out_dir=str(tmp_path / "a"))
+    assert run_distillation(cfg)["teacher_calls_this_run"] == 64
+    assert os.listdir(teacher / "logit_tables") == ["digits_tiny_cnn_augmented_S80_seed1.npz"]
+    assert not (tmp_path / "a" / "logit_tables").exists()
+    saved = json.load(open(tmp_path / "a" / "config.json"))
+    assert saved["logit_table_dir"] == str(teacher / "logit_tables")
+    second = run_distillation(cfg.replace(out_dir=str(tmp_path / "b")))
+    assert second["teacher_calls_this_run"] == 0
+
+
+def test_table_folder_default_and_fallbacks(tmp_path, monkeypatch, capsys):
+    from ckd_jax.logit_table import table_folder
+
+    teacher, out = tmp_path / "teacher", str(tmp_path / "run")
+    (teacher / "checkpoints").mkdir(parents=True)
+    shared, own = str(teacher / "logit_tables"), os.path.join(out, "logit_tables")
+    assert table_folder("mine", str(teacher), out) == "mine"  # an explicit folder wins
+    assert table_folder(None, str(teacher), out) == shared
+    assert table_folder(None, str(teacher / "checkpoints"), out) == shared
+    assert table_folder(None, None, out) == own  # a teacher given in memory
+    (tmp_path / "t.pth").write_bytes(b"x")
+    assert table_folder(None, str(tmp_path / "t.pth"), out) == own
+    assert table_folder(None, str(teacher), None) == shared
+    os.makedirs(own)
+    open(os.path.join(own, "x_seed1.npz"), "wb").close()  # a run made before this default
+    assert table_folder(None, str(teacher), out) == own
+    os.remove(os.path.join(own, "x_seed1.npz"))
+    capsys.readouterr()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only teacher folder
+    assert table_folder(None, str(teacher), out) == own
+    assert f"the teacher's folder {teacher} is not writable: the logit tables go to {own}" in (
+        capsys.readouterr().err)

@@ -127,7 +127,9 @@ class DistillConfig:
     teacher_kwargs: dict | None = None  # create_model kwargs (small models)
     teacher_checkpoint: str | None = None  # teacher run dir (train_teacher.py) or RepDistiller .pth
     teacher_view: str = "augmented"  # the view the teacher labels: one augmented view (paper)
-    logit_table_dir: str | None = None  # default: <out_dir>/logit_tables
+    # default: one folder per teacher, <teacher run dir>/logit_tables (else <out_dir>/...):
+    # runs on the same teacher reuse tables (ckd_jax.logit_table.table_folder)
+    logit_table_dir: str | None = None
     student: str = "tiny_cnn"
     student_kwargs: dict = field(default_factory=dict)
 

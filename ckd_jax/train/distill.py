@@ -14,8 +14,9 @@
      `summary.json` (per member: test top-1/top-5 at the best validation point and at the last
      epoch, raw and calibrated, the logit offset, teacher calls) and returns it.
 
-Output directory layout: config.json, metrics.jsonl, summary.json, checkpoints/, and
-logit_tables/ (unless `logit_table_dir` points elsewhere).
+Output directory layout: config.json, metrics.jsonl, summary.json, checkpoints/. The logit
+tables go to `logit_table_dir`, by default one folder per teacher (`logit_table.table_folder`:
+beside a teacher run folder, else <out_dir>/logit_tables); config.json records where.
 
 White-box methods (docs/whitebox.md) need the teacher's intermediate features of the same view
 as its logits: their tables are built by one teacher pass that returns both (one call per
@@ -41,6 +42,7 @@ from ckd_jax.interrupt import RunInterrupted, resume_hint, stop_request
 from ckd_jax.logit_table import (
     REBUILD_FLAG,
     rebuild_cost,
+    table_folder,
     teacher_fingerprint,
     variables_hash,
 )
@@ -123,13 +125,18 @@ class _Prepared:
         self.spec, recorded = _data_spec(config, self.train)
         if recorded is not None:  # derived from the data (or completed): config.json says so
             config = config.replace(data_spec=recorded)
-        self.config = config
         self.method = build_method(config)
+        table_dir = None
+        if self.method.uses_teacher:  # one place per teacher by default; config.json says it
+            table_dir = table_folder(config.logit_table_dir, config.teacher_checkpoint,
+                                     config.out_dir)
+            config = config.replace(logit_table_dir=table_dir)
+            if table_dir:
+                _log(config, f"logit tables: {table_dir}")
+        self.config = config
         self.mesh = mesh
         self.num_classes = self.train.num_classes
         self.out_dir = config.out_dir
-        table_dir = config.logit_table_dir or (
-            os.path.join(config.out_dir, "logit_tables") if config.out_dir else None)
 
         self.members: list[_MemberSplit] = []
         for seed in config.seeds:

@@ -371,6 +371,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
     # --- every check before any work: run dir, data, model/input compatibility -------------
     resume_step = None
+    from ckd_jax.interrupt import StopRequest, resume_line, stopped
     from ckd_jax.runlock import LOCK_FILE  # the caller's own lock (run_lock) is no content
 
     if run_dir and os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:
@@ -378,6 +379,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
             raise FileExistsError(f"run directory {run_dir} exists and is not empty; pass "
                                   f"resume=True (--resume) to continue it or choose another out")
         resume_step = _read_resume_point(ckpt_dir, c)
+        print(resume_line(run_dir, resume_step, "epoch", c.epochs), flush=True)
     if (train is None) != (test is None):
         raise ValueError("pass both train= and test=, or neither")
     if train is None:
@@ -453,6 +455,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
         bar = tqdm(total=c.epochs, initial=start_epoch, desc=f"{c.model}/{c.dataset}",
                    unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    stop = StopRequest().install()  # SIGINT/SIGTERM: end the epoch (its checkpoint), then stop
     try:
         for epoch in range(start_epoch, c.epochs):
             t0 = time.time()
@@ -480,7 +483,11 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_acc']:.4f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
+            if stop.signal is not None and epoch + 1 < c.epochs:
+                raise stopped(stop.signal, f"epoch {epoch + 1}", ckpt_dir,
+                              () if c.resume else ("--resume",))
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
         if ckpt is not None:
