@@ -2,7 +2,8 @@
 # One shard of a sweep per SLURM array task. Submit from the repository root:
 #   sbatch experiments/slurm_sweep.sh                       # the paper's CIFAR-100 sweep below
 #   sbatch experiments/slurm_sweep.sh --config ... --out ...  # your sweep: these replace SWEEP
-# The number of shards N is the array's size, written once: in --array below (0-3 = 4 shards).
+# The number of shards N is the array's size, written once: in --array below (0-3 = 4 shards),
+# or on the command line (sbatch --array=0-7 ... overrides it: 8 shards).
 # When every task is done: python experiments/report.py <the sweep's --out folder>.
 # tests/test_slurm_sweep.py runs this file with SLURM's variables set and no sbatch.
 #SBATCH --job-name=ckd-sweep
