@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A first GPU run, sized for about 15 minutes on one H100/H200-class GPU (start-up included):
-# the throughput benchmark against its limit, a resnet110 teacher with the fast recipe, then as
-# many cells of a CIFAR-10 sweep (resnet110 -> resnet32, ten methods, S = 2000 and 6000, seeds
-# 1-3, the LR grid) as fit. Everything here runs on CPU first with QUICK=1 (tiny settings).
+# A first GPU run, meant for one H100/H200-class GPU: the throughput benchmark against its
+# limit, a resnet110 teacher with the fast recipe, then the cells of a CIFAR-10 sweep
+# (resnet110 -> resnet32, ten methods, S = 2000 and 6000, seeds 1-3, the LR grid), as many as the
+# time allows. Everything here runs on CPU first with QUICK=1 (tiny settings).
 #
 # From the repository root, with a JPEG-encoded CIFAR-10 file at $DATA (default
 # .data/cifar10_jpeg.npz; experiments/make_cifar10_jpeg.py writes one from the official archive):
@@ -10,10 +10,10 @@
 # Writes under $OUT: bench.md/json (throughput against the limit), teacher.log, sweep.log,
 # report/table.md, report/table.csv, report/plot.png, results.jsonl.
 #
-# Budget (estimates; not measured on a GPU): benchmark ~2 min, resnet110 teacher with the fast
-# recipe ~3 min, then as many sweep cells as fit; the sweep is resumable, so a second call
-# continues where the first stopped. MAX_EPOCHS caps the paper's 1000-pseudo-epoch protocol for
-# this budget and is recorded in every cell's config.json.
+# Time: not measured on a GPU (bench.md and teacher.log give the first figures, each beside its
+# command). The sweep is resumable, so a second call continues where the first stopped.
+# MAX_EPOCHS caps the paper's 1000-pseudo-epoch protocol (default 200) and is recorded in every
+# cell's config.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

@@ -1,6 +1,7 @@
 """The README, docs/ and the results' READMEs stand on their own: no file outside the
 repository is named (except the one note on the tests' data), no words about how the project
-was made, and every relative link points at a file of the repository."""
+was made, and every relative link points at a file of the repository (and at a heading of it,
+when the link names one)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,21 @@ def test_no_outside_files_and_no_making_of(name):
     assert not lines, f"{name}: {lines}"
 
 
+def _anchors(path: str) -> set[str]:
+    """GitHub's anchors of a markdown file's headings (lower case, punctuation dropped, spaces
+    to hyphens), outside code blocks."""
+    text = re.sub(r"```.*?```", "", open(path).read(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
 @pytest.mark.parametrize("name", list(_docs()))
 def test_relative_links_exist(name):
     folder = os.path.dirname(os.path.join(ROOT, name))
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", _docs()[name]):
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)]*))?\)", _docs()[name]):
         if "://" in target:
             continue
-        assert os.path.exists(os.path.join(folder, target)), f"{name}: broken link {target}"
+        path = os.path.join(folder, target) if target else os.path.join(ROOT, name)
+        assert os.path.exists(path), f"{name}: broken link {target}"
+        if anchor and path.endswith(".md"):
+            assert anchor in _anchors(path), f"{name}: no heading for #{anchor} in {target or name}"

@@ -1,6 +1,7 @@
 """Every results table in README.md (header `| variant | logits | S=...`) is the headline table
 of the results folder named last before it, line for line, so the README cannot drift from
-the committed reports."""
+the committed reports. The README shows one such table, the CNN study's (the current answer);
+the other studies' tables live in their own results READMEs only."""
 
 import os
 import re
@@ -40,4 +41,4 @@ def test_readme_results_tables_match_their_folders():
         folder = re.findall(r"results/([a-z0-9_]+)/", before)[-1]
         assert rows == _headline(folder), f"README.md line {at + 1}: not results/{folder}'s table"
         checked.append(folder)
-    assert "cifar10_cnn" in checked and len(checked) >= 3, checked
+    assert checked == ["cifar10_cnn"], checked
