@@ -40,12 +40,12 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #           --out runs/cnn/M_S<S>
   # 3. the report: one table from all those folders, the training-length figure (one per
   #    budget), the budget figure (budget.png: test top-1 against B) and the paired per-seed
-  #    differences (paired.md); `--publish` first copies the finished runs' config, cell,
-  #    summary and metrics files (no checkpoints or tables) into results/cifar10_cnn/study
+  #    differences (paired.md). Before it, `--publish` copies the finished runs' config, cell,
+  #    summary and metrics files (no checkpoints or tables) into the committed folder:
+  #      python experiments/report.py runs/cnn/* --publish results/cifar10_cnn/study \
+  #          --out runs/cnn_report
   python experiments/report.py results/cifar10_cnn/study/* --out results/cifar10_cnn \
       --curves ce,kd,mixup,ckd,ckd_cal
-  #   python experiments/report.py runs/cnn/* --publish results/cifar10_cnn/study \
-  #       --out results/cifar10_cnn --curves ce,kd,mixup,mixup_kd,ckd,ckd_cal
   # On an accelerator, the whole study in one command (every rate of the grid for every method,
   # budget and seed; members vmapped; the report picks each rate on validation, no pilot):
   #   python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
