@@ -330,3 +330,101 @@ def read_test_curves(sweep_dir: str) -> list[dict]:
                            "best_epoch": member.get("best_epoch"),
                            "epochs_run": member.get("epochs_run"), "points": points})
     return curves
+
+
+# --- Paired differences between variants (same seed = same subset, split and logit table) ---
+
+def t_two_sided_cdf(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with `df` >= 1 degrees of freedom (integer), exact.
+
+    The finite series for integer df (Abramowitz & Stegun 26.7.3-4), with theta =
+    atan(t / sqrt(df)) and c = cos(theta)^2: odd df, (2/pi) (theta + sin cos (1 + 2/3 c +
+    2*4/(3*5) c^2 + ... up to c^((df-3)/2))); even df, sin (1 + 1/2 c + 1*3/(2*4) c^2 + ...
+    up to c^((df-2)/2)). Written here so that the report needs no scipy."""
+    if df < 1 or int(df) != df:
+        raise ValueError(f"degrees of freedom {df!r} must be a whole number >= 1")
+    t = abs(float(t))
+    theta = math.atan(t / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta) ** 2
+    if df % 2 == 1:
+        series, term = 0.0, 1.0
+        for k in range(1, (df - 1) // 2 + 1):  # terms c^0 .. c^((df-3)/2)
+            series += term
+            term *= c * (2 * k) / (2 * k + 1)
+        return 2.0 / math.pi * (theta + s * math.cos(theta) * series)
+    series, term = 0.0, 1.0
+    for k in range(1, df // 2 + 1):  # terms c^0 .. c^((df-2)/2)
+        series += term
+        term *= c * (2 * k - 1) / (2 * k)
+    return s * series
+
+
+def t_quantile(level: float, df: int) -> float:
+    """The t with P(|T| < t) = `level` for Student's t with `df` degrees of freedom: the
+    multiplier of a two-sided `level` confidence interval (2.776 for 0.95 and df = 4).
+    Bisection on `t_two_sided_cdf` to 1e-12."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level {level!r} must lie strictly between 0 and 1")
+    lo, hi = 0.0, 1.0
+    while t_two_sided_cdf(hi, df) < level:
+        lo, hi = hi, 2.0 * hi
+    while hi - lo > 1e-12 * max(1.0, hi):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_two_sided_cdf(mid, df) < level else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+# The views a paired comparison reports: the selected (best-validation) weights, the table's
+# number, and the weights each run ended with, both at the learning rate the table chose.
+PAIRED_VIEWS = (("selected", "test_top1_at_best_val"), ("last", "last_test_top1"))
+
+
+def paired_differences(rows: list[dict], pairs: list[tuple[str, str]],
+                       metric: str = "test_top1_at_best_val", select_by: str = "best_val_top1",
+                       level: float = 0.95,
+                       views: tuple[tuple[str, str], ...] = PAIRED_VIEWS) -> list[dict]:
+    """Per subset size S (ascending), pair (a, b) and view: the per-seed differences a - b.
+
+    Each variant is taken at its learning rate chosen by `aggregate` (validation only); a
+    view's value of a seed is that member's row field (`metric` for "selected"). Only seeds
+    both variants have a finite value for are paired; the others are listed as excluded
+    (`only_a`, `only_b`), never silently dropped. The interval is mean +- t x std / sqrt(n)
+    with t = `t_quantile(level, n - 1)` (Student's t over seeds; NaN for n < 2). A pair is
+    reported at every S where both variants have a chosen rate.
+
+    Returns dicts: a, b, subset_size, budget, view, field, lr_a, lr_b, seeds, diffs, n, mean,
+    std, t, low, high, only_a, only_b (values as fractions, like the rows)."""
+    views = tuple((name, metric if name == "selected" else field) for name, field in views)
+    chosen = {(g["variant"], g["subset_size"]): g
+              for g in aggregate(rows, metric=metric, select_by=select_by)}
+    out = []
+    for subset in sorted({s for _, s in chosen}):
+        for a, b in pairs:
+            if (a, subset) not in chosen or (b, subset) not in chosen:
+                continue
+            ga, gb = chosen[(a, subset)], chosen[(b, subset)]
+            for view, field in views:
+                va, vb = (seed_values(rows, g["variant"], subset, g["lr"], field, select_by)
+                          for g in (ga, gb))
+                seeds = sorted(set(va) & set(vb))
+                diffs = [va[s] - vb[s] for s in seeds]
+                mean, std = _mean_std(diffs)
+                n = len(diffs)
+                t = t_quantile(level, n - 1) if n >= 2 else math.nan
+                half = t * std / math.sqrt(n) if n >= 2 else math.nan
+                out.append({"a": a, "b": b, "subset_size": subset, "budget": ga["budget"],
+                            "view": view, "field": field, "lr_a": ga["lr"], "lr_b": gb["lr"],
+                            "seeds": seeds, "diffs": diffs, "n": n, "mean": mean, "std": std,
+                            "level": level, "t": t, "low": mean - half, "high": mean + half,
+                            "only_a": sorted(set(va) - set(vb)),
+                            "only_b": sorted(set(vb) - set(va))})
+    return out
+
+
+def seed_values(rows: list[dict], variant: str, subset, lr: float, field: str,
+                 select_by: str) -> dict:
+    """{seed: row[field]} of the members of (variant, subset) at `lr` whose `field` and
+    `select_by` are finite (the members `aggregate` counts)."""
+    return {r["seed"]: r[field] for r in rows
+            if r["variant"] == variant and r["subset_size"] == subset and float(r["lr"]) == lr
+            and _finite(r.get(field)) and _finite(r.get(select_by))}

@@ -120,20 +120,24 @@ def _time_calls(call, args_for, warmup: int, repeats: int, last: dict | None = N
     """Run `call(*args_for(i))` warmup + repeats times; returns (median s, all times).
 
     `call` returns (new first argument, outputs); the first argument is threaded through (it is
-    donated by the compiled functions); `last["carry"]` gets the final one if `last` is given.
+    donated by the compiled functions); `last["carry"]` gets the final one if `last` is given,
+    and `last["cpu_s"]` the median CPU time of this process per call (all its threads: robust
+    to other processes on the same core, unlike wall time).
     """
     carry = None
-    times = []
+    times, cpu = [], []
     for i in range(warmup + repeats):
         args = args_for(i, carry)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         carry, out = call(*args)
         jax.block_until_ready((carry, out))
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= warmup:
             times.append(dt)
+            cpu.append(dc)
     if last is not None:
         last["carry"] = carry
+        last["cpu_s"] = statistics.median(cpu)
     return statistics.median(times), times
 
 
@@ -207,9 +211,11 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
         state, _ = epoch_fn(state, data, epoch_keys[-1], active)
         jax.block_until_ready(state)
         compiled, compile_s = epoch_fn, time.perf_counter() - t0
+    timed = {}
     t_method, _ = _time_calls(
         compiled, lambda i, c: (state if c is None else c, data, epoch_keys[i], active),
-        warmup, repeats)
+        warmup, repeats, last=timed)
+    timed.pop("carry")
     state = data = None  # free the device copies before the limit's data
 
     lkey = (model_name, p, dtype, images_per_step)
@@ -227,7 +233,8 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
         "model": model_name, "method": method_name, "population": p, "dtype": dtype,
         "member_loop": member_loop, "images_per_s_per_member": img_total / t_method / p,
         "images_per_step": images_per_step, "steps_per_call": steps,
-        "compile_s": compile_s, "call_s": t_method, "steps_per_s": steps / t_method,
+        "compile_s": compile_s, "call_s": t_method, "call_cpu_s": timed["cpu_s"],
+        "steps_per_s": steps / t_method,
         "images_per_s": img_total / t_method, "limit_compile_s": lim["compile_s"],
         "limit_call_s": lim["call_s"], "limit_images_per_s": img_total / lim["call_s"],
         "x_limit": t_method / lim["call_s"],
@@ -529,7 +536,7 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
                      dataset: str | None, data_path: str | None, workdir: str,
                      warmup: int = 1, repeats: int = 3, model_kwargs: dict | None = None,
                      compute_dtype: str = "float32", population: int = 1,
-                     member_loop: str = "auto") -> dict:
+                     member_loop: str = "auto", base=None) -> dict:
     """Wall time per pseudo-epoch of a real `run_distillation` (validation, calibration offset,
     protocol, metrics, checkpoints included; compilation excluded: the first pseudo-epoch is
     dropped; the final test pass, once per run, is reported apart) against the compiled
@@ -542,31 +549,54 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
 
     `population` P: the run has P members (seeds 1..P, one learning rate), and the compiled
     epoch it is compared with is the P-member one, both with `member_loop`.
+
+    `base`: a study's DistillConfig (`--loop-config`) instead: its data, teacher (checkpoint,
+    else the random one), student, protocol, evaluation, checkpoint and progress settings, with
+    the method and S given here, its first learning rate, seeds 1..P, and `epochs` pseudo-epochs
+    (the run is stopped there like a kill, so any schedule works; the final test is skipped).
+    The mean per pseudo-epoch is reported beside the median: the periodic work (a test curve
+    point every `eval_test_every`, a checkpoint every `checkpoint_seconds`) is in the mean only.
     """
     from ckd_jax.models import create_model
     from ckd_jax.train.config import DistillConfig
     from ckd_jax.train.distill import run_distillation
 
-    if dataset is None:
+    out_dir = os.path.join(workdir, f"loop_{model_name}_{method_name}")
+    if base is not None:
+        cfg = base.replace(**method_overrides(method_name), subset_size=subset_size,
+                           budget=None, student=model_name, out_dir=out_dir,
+                           seeds=tuple(range(1, population + 1)),
+                           learning_rates=base.learning_rates[:1], member_loop=member_loop,
+                           logit_table_dir=None).validate()
+        model_kwargs = cfg.student_kwargs
+        compute_dtype = cfg.compute_dtype
+    elif dataset is None:
         dataset, data_path = "cifar10", _synthetic_cifar10(
             os.path.join(workdir, "synthetic_cifar10"), subset_size + 10000, 1000)
-    cfg = DistillConfig(
-        dataset=dataset, data_path=data_path, subset_size=subset_size, student=model_name,
-        student_kwargs=dict(model_kwargs or {}), teacher="tiny_cnn",
-        teacher_kwargs={"width": 8}, schedule="cosine", epochs=epochs,
-        seeds=tuple(range(1, population + 1)), learning_rates=(0.05,),
-        compute_dtype=compute_dtype, progress=False, member_loop=member_loop,
-        out_dir=os.path.join(workdir, f"loop_{model_name}_{method_name}"),
-        **method_overrides(method_name)).validate()
+    if base is None:
+        cfg = DistillConfig(
+            dataset=dataset, data_path=data_path, subset_size=subset_size, student=model_name,
+            student_kwargs=dict(model_kwargs or {}), teacher="tiny_cnn",
+            teacher_kwargs={"width": 8}, schedule="cosine", epochs=epochs,
+            seeds=tuple(range(1, population + 1)), learning_rates=(0.05,),
+            compute_dtype=compute_dtype, progress=False, member_loop=member_loop,
+            out_dir=out_dir, **method_overrides(method_name)).validate()
     teacher = create_model("tiny_cnn", 10, width=8)
     t_vars = teacher.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
-    ends = []
+    given = {} if cfg.teacher_checkpoint else {"teacher_apply": teacher.apply,
+                                               "teacher_variables": t_vars}
+    ends, ends_cpu = [], []
+
+    def on_epoch(_):
+        ends.append(time.perf_counter())
+        ends_cpu.append(time.process_time())
+
     t_start = time.perf_counter()
-    summary = run_distillation(cfg, teacher_apply=teacher.apply, teacher_variables=t_vars,
-                               on_epoch=lambda e: ends.append(time.perf_counter()),
-                               resume=False)
+    summary = run_distillation(cfg, **given, on_epoch=on_epoch, resume=False,
+                               stop_after_epochs=epochs if base else None)
     t_total = time.perf_counter() - t_start
     per_epoch = np.diff(ends)  # epoch 2..E: compilation excluded
+    per_epoch_cpu = np.diff(ends_cpu)
     loop_s = float(statistics.median(per_epoch))
     n_train, steps = summary["budget"], summary["steps_per_epoch"]
     row = bench_method(model_name, method_name, population, compute_dtype,
@@ -579,6 +609,15 @@ def bench_whole_loop(model_name: str, method_name: str, *, subset_size: int, epo
             "population": population, "member_loop": summary["member_loop"],
             "budget": n_train, "steps_per_epoch": steps, "epochs": epochs,
             "loop_epoch_s": loop_s, "loop_epoch_s_all": [float(x) for x in per_epoch],
+            "loop_epoch_mean_s": float(np.mean(per_epoch)),
+            "x_compiled_mean": float(np.mean(per_epoch)) / row["call_s"],
+            # CPU time of this process (all threads), immune to other processes on the core
+            "loop_epoch_cpu_s_all": [float(x) for x in per_epoch_cpu],
+            "loop_epoch_cpu_mean_s": float(np.mean(per_epoch_cpu)),
+            "loop_epoch_cpu_median_s": float(np.median(per_epoch_cpu)),
+            "compiled_epoch_cpu_s": row["call_cpu_s"],
+            "x_compiled_cpu_mean": float(np.mean(per_epoch_cpu)) / row["call_cpu_s"],
+            "x_compiled_cpu_median": float(np.median(per_epoch_cpu)) / row["call_cpu_s"],
             "compiled_epoch_s": row["call_s"], "x_compiled": loop_s / row["call_s"],
             "run_total_s": t_total, "first_epoch_s": ends[0] - t_start if ends else math.nan}
 
@@ -593,7 +632,15 @@ def loop_markdown(r: dict) -> str:
             f"{r['steps_per_epoch']} | {r['loop_epoch_s']:.3f} | {r['compiled_epoch_s']:.3f} | "
             f"{r['x_compiled']:.2f} |\n\nwhole loop = median wall time per pseudo-epoch of "
             f"run_distillation over epochs 2..{r['epochs']} (validation, calibration offset, "
-            f"protocol, metrics and checkpoints included; compilation excluded); {goal}\n")
+            f"protocol, metrics and checkpoints included; compilation excluded); {goal}. "
+            f"Mean instead of median (periodic test points and checkpoints included): "
+            f"{r['loop_epoch_mean_s']:.3f} s, {r['x_compiled_mean']:.2f}x the compiled epoch; "
+            f"share outside the compiled epoch {1 - 1 / r['x_compiled_mean']:.0%}. In CPU "
+            f"time of the process (other processes on the core do not count): mean "
+            f"{r['x_compiled_cpu_mean']:.2f}x, median {r['x_compiled_cpu_median']:.2f}x the "
+            f"compiled epoch's {r['compiled_epoch_cpu_s']:.3f} s; share outside "
+            f"{1 - 1 / r['x_compiled_cpu_mean']:.0%} (mean), "
+            f"{1 - 1 / r['x_compiled_cpu_median']:.0%} (median)\n")
 
 
 def _list(text: str, kind=str) -> list:
@@ -644,6 +691,12 @@ def main(argv=None) -> int:
                     help="dataset of the whole-loop run (e.g. cifar10_jpeg; default: "
                          "synthetic CIFAR-10-shaped images)")
     ap.add_argument("--loop-path", default=None, help="its data_path")
+    ap.add_argument("--loop-config", default=None,
+                    help="a study config (.py) for the whole-loop run instead of the synthetic "
+                         "one: its data, teacher, protocol, evaluation and checkpoint settings, "
+                         "stopped after --loop-epochs")
+    ap.add_argument("--loop-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of --loop-config (repeatable)")
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.methods, args.populations = ["tiny_cnn"], ["ckd_k2"], [1]
@@ -724,6 +777,13 @@ def _main_whole_loop(args) -> int:
           f"{dev.device_kind} ...", file=sys.stderr, flush=True)
     if any(p < 1 for p in args.populations):
         raise SystemExit(f"--populations {args.populations}: every population must be >= 1")
+    base = None
+    if args.loop_config is not None:
+        from ckd_jax.train.config import apply_overrides, load_config_file
+
+        base = apply_overrides(load_config_file(args.loop_config), args.loop_set)
+    elif args.loop_set:
+        raise SystemExit("--loop-set needs --loop-config")
     rows = []
     for population in args.populations:  # one real run per population size
         with tempfile.TemporaryDirectory() as work:
@@ -731,7 +791,7 @@ def _main_whole_loop(args) -> int:
                                  dataset=args.loop_dataset, data_path=args.loop_path,
                                  workdir=work, warmup=args.warmup, repeats=args.repeats,
                                  model_kwargs=args.model_kwargs, population=population,
-                                 member_loop=args.member_loop)
+                                 member_loop=args.member_loop, base=base)
         r.update(device_kind=dev.device_kind, jax_version=jax.__version__)
         print(loop_markdown(r), flush=True)
         rows.append(r)

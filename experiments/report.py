@@ -16,13 +16,29 @@ std (ddof = 1) over seeds of the test top-1 at each seed's best-validation point
 from the cells' metrics.jsonl (runs with `eval_test_every = N` log a test figure every N
 pseudo-epochs): test top-1 against pseudo-epoch for those variants at their chosen learning
 rate, one thin line per seed, the seeds' mean in bold, each seed's selected (best-validation)
-epoch marked. The curves describe training; no choice is made from them.
+epoch marked. The curves describe training; no choice is made from them. When the curves span
+several subset sizes, curves_S<S>.png holds each one alone.
+
+Paired differences (paired.md, paired.csv, printed): per subset size S and variant pair A,B
+(`--paired A,B`, repeatable; default the DEFAULT_PAIRS present), the per-seed differences A - B
+of test top-1 at each variant's chosen rate (a seed fixes the subset, the split and the logit
+table, so both saw the same images), for the selected and for the last weights: mean, std, n
+and a 95% interval mean +- t x std / sqrt(n), Student's t over seeds with n-1 degrees of freedom.
+Seeds only one variant has are named as excluded.
+
+Several subset sizes: budget.png and budget.csv, test top-1 against teacher calls B (log axis),
+one line per variant, +-1 std over seeds, selected and last weights side by side.
+
+`--publish DIR` also copies each finished cell's config.json, cell.json, summary.json and
+metrics.jsonl (no checkpoints, tables or logs) to DIR/<sweep folder>/<cell>/, so that a results
+folder is rebuilt by one command (then `report.py DIR/* --out ...` reads the copies).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import io
 import math
 import os
@@ -314,11 +330,256 @@ def write_curves_plot(curves: list[dict], rows: list[dict], path: str, title: st
     plt.close(fig)
 
 
+# The comparisons the budget study (issue 27) reads: does a CKD form beat KD, and does it beat
+# the matched mixup baseline (KD at T = 4 on mixed images)?
+DEFAULT_PAIRS = (("ckd_cal", "kd"), ("ckd", "kd"), ("ckd_cal", "mixup_kd"),
+                 ("ckd_anchor", "mixup_kd"), ("ckd_anchor", "ckd_cal"))
+
+
+def parse_pairs(texts: list[str]) -> list[tuple[str, str]]:
+    """`--paired` values ("A,B", several joined by ";" or given again) -> [(A, B), ...]."""
+    pairs = []
+    for text in texts:
+        for item in (t.strip() for t in text.split(";")):
+            names = [n.strip() for n in item.split(",")]
+            if len(names) != 2 or not all(names) or names[0] == names[1]:
+                raise ValueError(f"--paired {item!r} must name two different variants as A,B "
+                                 f"(the difference A - B), e.g. ckd_cal,kd")
+            pairs.append((names[0], names[1]))
+    return pairs
+
+
+def _pp(v: float) -> str:
+    """A difference of two accuracies in percentage points, signed."""
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:+.2f}"
+
+
+def _excluded(d: dict) -> str:
+    parts = [f"{name} only: {','.join(map(str, seeds))}"
+             for name, seeds in ((d["a"], d["only_a"]), (d["b"], d["only_b"])) if seeds]
+    return "; ".join(parts) or "-"
+
+
+def _resolved(d: dict) -> str:
+    if not (math.isfinite(d["low"]) and math.isfinite(d["high"])):
+        return "n/a"
+    return "yes" if d["low"] > 0 or d["high"] < 0 else "no"
+
+
+def paired_markdown(diffs: list[dict], not_compared: list[tuple[str, str]] = ()) -> str:
+    """The paired differences as a table, per subset size S, with how they were computed;
+    `not_compared`: default pairs left out because a variant has no rows (named below it)."""
+    level = diffs[0]["level"] if diffs else 0.95
+    pct = f"{100 * level:g}%"
+    lines = [f"**Paired differences** A - B of test top-1 (percentage points), seed by seed: a "
+             f"seed fixes the subset, the split and the logit table, so both variants saw the "
+             f"same images. Each variant at its chosen learning rate (the table's). Mean, sample "
+             f"std (ddof=1) and n over the seeds both variants have; {pct} interval = mean +- "
+             f"t x std / sqrt(n), t the two-sided {pct} quantile of Student's t with n-1 "
+             f"degrees of freedom (a t interval over seeds). *selected*: each seed's "
+             f"best-validation weights (the table's figure); *last*: the weights the run ended "
+             f"with, a view at the same rates. *resolved*: the interval excludes 0. Seeds only "
+             f"one variant has are listed as excluded.", "",
+             f"| S | B | A - B | view | n | seeds | per-seed differences | mean | std | "
+             f"{pct} interval (t) | resolved | excluded seeds |",
+             "|---:|---:|---|---|---:|---|---|---:|---:|---|---|---|"]
+    for d in diffs:
+        lines.append(f"| {d['subset_size']} | {d['budget']} | {d['a']} - {d['b']} | {d['view']} "
+                     f"| {d['n']} | {','.join(map(str, d['seeds'])) or '-'} | "
+                     f"{' '.join(_pp(v) for v in d['diffs']) or '-'} | {_pp(d['mean'])} | "
+                     f"{_pct(d['std'])} | [{_pp(d['low'])}, {_pp(d['high'])}] | "
+                     f"{_resolved(d)} | {_excluded(d)} |")
+    if not_compared:
+        lines += ["", "Not compared (a variant has no rows): "
+                  + ", ".join(f"{a} - {b}" for a, b in not_compared) + "."]
+    return "\n".join(lines) + "\n"
+
+
+PAIRED_COLUMNS = ("a", "b", "subset_size", "budget", "view", "field", "lr_a", "lr_b", "n",
+                  "seeds", "diffs_pp", "mean_pp", "std_pp", "level", "t", "low_pp", "high_pp",
+                  "resolved", "excluded_a_only", "excluded_b_only")
+
+
+def write_paired_csv(diffs: list[dict], path: str) -> None:
+    """One line per (S, pair, view); differences in percentage points (empty where undefined),
+    the t multiplier used, and the seeds left out of the pairing."""
+    num = lambda v: "" if v is None or not math.isfinite(v) else f"{100 * v:.4f}"
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(PAIRED_COLUMNS)
+    for d in diffs:
+        w.writerow([d["a"], d["b"], d["subset_size"], d["budget"], d["view"], d["field"],
+                    f"{d['lr_a']:g}", f"{d['lr_b']:g}", d["n"], " ".join(map(str, d["seeds"])),
+                    " ".join(f"{100 * v:.4f}" for v in d["diffs"]), num(d["mean"]),
+                    num(d["std"]), f"{d['level']:g}",
+                    "" if not math.isfinite(d["t"]) else f"{d['t']:.6f}", num(d["low"]),
+                    num(d["high"]), _resolved(d), " ".join(map(str, d["only_a"])),
+                    " ".join(map(str, d["only_b"]))])
+    write_atomic(path, buf.getvalue())
+
+
+def _checked_pairs(pairs: list[tuple[str, str]] | None, agg: list[dict]) -> list[tuple]:
+    """The pairs to compare: the given ones (a variant absent from the rows is an error), else
+    the DEFAULT_PAIRS whose two variants both have rows."""
+    known = list(dict.fromkeys(a["variant"] for a in agg))
+    if pairs is None:
+        return [p for p in DEFAULT_PAIRS if p[0] in known and p[1] in known]
+    for a, b in pairs:
+        missing = [v for v in (a, b) if v not in known]
+        if missing:
+            raise ValueError(f"--paired {a},{b}: no results for {missing}; variants in the "
+                             f"rows: {known}")
+    return list(pairs)
+
+
+def budget_view(agg: list[dict], rows: list[dict], select_by: str = "best_val_top1"
+                ) -> list[dict]:
+    """Per (variant, subset size) of `agg`: the table's figure (selected weights) and the
+    last weights' test top-1 at the same chosen learning rate, mean and std over seeds, with
+    the budget B read from the rows."""
+    out = []
+    for a in agg:
+        last = list(R.seed_values(rows, a["variant"], a["subset_size"], a["lr"],
+                                  "last_test_top1", select_by).values())
+        last_mean, last_std = R._mean_std(last)
+        out.append({"variant": a["variant"], "logits": _logits(a),
+                    "subset_size": a["subset_size"], "budget": a["budget"], "lr": a["lr"],
+                    "n_seeds": a["n_seeds"], "seeds": a["seeds"], "mean": a["mean"],
+                    "std": a["std"], "last_n": len(last), "last_mean": last_mean,
+                    "last_std": last_std})
+    return out
+
+
+BUDGET_COLUMNS = ("variant", "logits", "subset_size", "budget", "lr", "n_seeds", "seeds",
+                  "test_top1_mean_pct", "test_top1_std_pct", "last_n_seeds",
+                  "last_test_top1_mean_pct", "last_test_top1_std_pct")
+
+
+def write_budget_csv(view: list[dict], path: str) -> None:
+    """budget.png's numbers: one line per (variant, subset size), accuracies in percent."""
+    num = lambda v: "" if v is None or not math.isfinite(v) else f"{100 * v:.4f}"
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(BUDGET_COLUMNS)
+    for v in view:
+        w.writerow([v["variant"], v["logits"], v["subset_size"], v["budget"], f"{v['lr']:g}",
+                    v["n_seeds"], " ".join(map(str, v["seeds"])), num(v["mean"]),
+                    num(v["std"]), v["last_n"], num(v["last_mean"]), num(v["last_std"])])
+    write_atomic(path, buf.getvalue())
+
+
+def write_budget_plot(view: list[dict], path: str, title: str = "") -> None:
+    """Test top-1 against teacher calls B (log axis, the paper's x axis), one line per variant
+    with +-1 std error bars over seeds: the selected weights (the table) on the left, the last
+    weights on the right. Variants are shifted a little along x so that their bars do not hide
+    each other; the ticks are the budgets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted({v["budget"] for v in view})
+    variants = list(dict.fromkeys(v["variant"] for v in view))
+    fig, axes = plt.subplots(1, 2, figsize=(12.4, 4.6), sharey=True)
+    markers = "os^vDP*Xph<>"
+    for ax, (mean_key, std_key, name) in zip(axes, (
+            ("mean", "std", "selected weights (best validation; the table)"),
+            ("last_mean", "last_std", "last weights (a view at the same rates)"))):
+        for i, variant in enumerate(variants):
+            pts = sorted((v["budget"], v[mean_key], v[std_key]) for v in view
+                         if v["variant"] == variant and math.isfinite(v[mean_key]))
+            if not pts:
+                continue
+            shift = 1.0 + 0.012 * (i - (len(variants) - 1) / 2)
+            ax.errorbar([p[0] * shift for p in pts], [100 * p[1] for p in pts],
+                        yerr=[0.0 if not math.isfinite(p[2]) else 100 * p[2] for p in pts],
+                        marker=markers[i % len(markers)], capsize=3, label=variant,
+                        linestyle="--" if variant.startswith("ckd") else "-")
+        ax.set_xscale("log")
+        ax.set_xticks(budgets)
+        ax.set_xticklabels([str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("teacher calls per seed (budget B = 0.8 S)")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test top-1 (%)")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    rule = "mean +- std over seeds, LR chosen per (variant, S) by mean validation accuracy"
+    fig.suptitle(f"{title}\n{rule}" if title else rule, fontsize=9)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    plt.close(fig)
+
+
+# What a committed results folder keeps of each run: enough to rebuild every table and figure
+# (no checkpoints, logit tables or logs).
+PUBLISHED_FILES = ("config.json", R.CELL_FILE, "summary.json", "metrics.jsonl")
+
+
+def publish_plan(sources: list[str], dest: str) -> list[tuple[str, str]]:
+    """(from, to) of every file `publish` copies: each finished cell of each sweep directory,
+    `<dest>/<sweep folder name>/<cell>/<file>` for the PUBLISHED_FILES it has. Errors, before
+    anything is copied, on a source that is not a sweep directory, two sources with the same
+    folder name, and a destination file that exists with other contents."""
+    import filecmp
+
+    not_dirs = [s for s in sources if not os.path.isdir(s)]
+    if not_dirs:
+        raise ValueError(f"--publish copies run folders, so every source must be a sweep "
+                         f"directory, not {not_dirs}")
+    names = [os.path.basename(os.path.normpath(s)) for s in sources]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--publish: several sources are named {twice}; they would land in "
+                         f"the same folder of {dest}")
+    plan = []
+    for source, name in zip(sources, names):
+        for cell_file in sorted(glob.glob(os.path.join(source, "*", R.CELL_FILE))):
+            cell_dir = os.path.dirname(cell_file)
+            if not R.cell_finished(cell_dir):
+                continue
+            for f in PUBLISHED_FILES:
+                src = os.path.join(cell_dir, f)
+                if os.path.exists(src):
+                    plan.append((src, os.path.join(dest, name, os.path.basename(cell_dir), f)))
+    if not plan:
+        raise ValueError(f"--publish: no finished cell in {sources}")
+    differ = [to for src, to in plan
+              if os.path.exists(to) and not filecmp.cmp(src, to, shallow=False)]
+    if differ:
+        raise ValueError(f"--publish: {len(differ)} file(s) in {dest} differ from the runs' "
+                         f"(first: {differ[0]}); nothing copied. Publish into a new folder or "
+                         f"remove those files if the runs are the newer truth")
+    return plan
+
+
+def publish(sources: list[str], dest: str) -> list[str]:
+    """Copy the finished cells' PUBLISHED_FILES of the sweep directories `sources` into
+    `dest` (`publish_plan`); files already there with the same bytes are left alone, so a
+    second call changes nothing. Returns the paths written."""
+    written = []
+    for src, to in publish_plan(sources, dest):
+        if os.path.exists(to):
+            continue
+        with open(src, "rb") as f:
+            write_atomic(to, f.read())
+        written.append(to)
+    return written
+
+
 def make_report(source: str | list[str], out: str, metric: str = "test_top1_at_best_val",
-                select_by: str = "best_val_top1", curves: list[str] | None = None) -> dict:
+                select_by: str = "best_val_top1", curves: list[str] | None = None,
+                paired: list[tuple[str, str]] | None = None,
+                publish_to: str | None = None) -> dict:
     """Write table.md, table.csv and plot.png under `out` (and curves.png, curves.csv,
     curves.md for the `curves` variants); returns {name: path}, the table and the aggregate.
-    `source`: one sweep directory or results file, or a list of them (one table)."""
+    `source`: one sweep directory or results file, or a list of them (one table).
+
+    Also paired.md/paired.csv for the `paired` (A, B) variant pairs (None: the DEFAULT_PAIRS
+    present in the rows; []: none), budget.png/budget.csv when the rows hold several subset
+    sizes, one curves_S<S>.png per subset size beside curves.png when the curves span several,
+    and with `publish_to` the run files the committed results need copied there (`publish`).
+    Every check is made before anything is written."""
     sources = [source] if isinstance(source, str) else list(source)
     if curves:
         not_dirs = [s for s in sources if not os.path.isdir(s)]
@@ -336,6 +597,9 @@ def make_report(source: str | list[str], out: str, metric: str = "test_top1_at_b
     if curves:  # checked before anything is written
         chosen_curves = _chosen_curves([c for s in sources for c in R.read_test_curves(s)],
                                        agg, curves)
+    pairs = _checked_pairs(paired, agg)
+    if publish_to is not None:
+        publish_plan(sources, publish_to)
     os.makedirs(out, exist_ok=True)
     table = markdown_table(agg, rows, metric, select_by)
     paths = {"table.md": os.path.join(out, "table.md"),
@@ -357,7 +621,40 @@ def make_report(source: str | list[str], out: str, metric: str = "test_top1_at_b
         write_curves_plot(chosen_curves, rows, paths["curves.png"], title=_meta(rows))
         write_curves_csv(chosen_curves, paths["curves.csv"])
         write_atomic(paths["curves.md"], result["curves"])
+        _write_curves_per_budget(chosen_curves, rows, out, paths)
+    if pairs:
+        diffs = R.paired_differences(rows, pairs, metric=metric, select_by=select_by)
+        skipped = [p for p in DEFAULT_PAIRS if p not in pairs] if paired is None else []
+        result["paired"] = paired_markdown(diffs, skipped)
+        result["paired_rows"] = diffs
+        paths["paired.md"] = os.path.join(out, "paired.md")
+        paths["paired.csv"] = os.path.join(out, "paired.csv")
+        write_atomic(paths["paired.md"], result["paired"])
+        write_paired_csv(diffs, paths["paired.csv"])
+    if len({a["subset_size"] for a in agg}) > 1:
+        view = budget_view(agg, rows, select_by=select_by)
+        result["budget_view"] = view
+        paths["budget.png"] = os.path.join(out, "budget.png")
+        paths["budget.csv"] = os.path.join(out, "budget.csv")
+        write_budget_plot(view, paths["budget.png"], title=_meta(rows))
+        write_budget_csv(view, paths["budget.csv"])
+    if publish_to is not None:
+        result["published"] = publish(sources, publish_to)
     return result
+
+
+def _write_curves_per_budget(chosen_curves: list[dict], rows: list[dict], out: str,
+                             paths: dict) -> None:
+    """One training-length figure per subset size (curves_S<S>.png) when the curves span
+    several; curves.png keeps them all, one panel each."""
+    subsets = sorted({c["subset_size"] for c in chosen_curves})
+    if len(subsets) < 2:
+        return
+    for subset in subsets:
+        name = f"curves_S{subset}.png"
+        paths[name] = os.path.join(out, name)
+        write_curves_plot([c for c in chosen_curves if c["subset_size"] == subset], rows,
+                          paths[name], title=_meta(rows))
 
 
 def main(argv=None) -> int:
@@ -373,6 +670,15 @@ def main(argv=None) -> int:
                     help="member metric whose mean over seeds picks the LR (default: %(default)s)")
     ap.add_argument("--curves", help="comma-separated variants whose logged test curves to plot "
                                      "(curves.png/.csv/.md; sweep directories only)")
+    ap.add_argument("--paired", action="append", metavar="A,B",
+                    help="variant pair whose per-seed differences A - B to report with a 95%% "
+                         "t interval (paired.md/.csv; repeatable, or A,B;C,D; default: "
+                         + "; ".join(f"{a},{b}" for a, b in DEFAULT_PAIRS)
+                         + ", those present; 'none' for none)")
+    ap.add_argument("--publish", metavar="DIR",
+                    help="also copy each finished cell's " + ", ".join(PUBLISHED_FILES)
+                         + " to DIR/<sweep folder>/<cell>/ (sweep directories only; a differing "
+                           "file already there is an error, identical ones are kept)")
     args = ap.parse_args(argv)
     if len(args.sources) > 1 and not args.out:
         ap.error(f"--out is required with several sources ({len(args.sources)} given)")
@@ -380,11 +686,17 @@ def main(argv=None) -> int:
     base = source if os.path.isdir(source) else os.path.dirname(source) or "."
     out = args.out or os.path.join(base, "report")
     curves = [v for v in (args.curves or "").split(",") if v] or None
+    paired = None
+    if args.paired is not None:
+        paired = [] if args.paired == ["none"] else parse_pairs(args.paired)
     rep = make_report(args.sources, out, metric=args.metric, select_by=args.select_by,
-                      curves=curves)
+                      curves=curves, paired=paired, publish_to=args.publish)
     print(rep["table"])
-    if "curves" in rep:
-        print(rep["curves"])
+    for section in ("curves", "paired"):
+        if section in rep:
+            print(rep[section])
+    if "published" in rep:
+        print(f"published {len(rep['published'])} new file(s) to {args.publish}")
     for path in rep["paths"].values():
         print(f"wrote {path}")
     return 0

@@ -34,6 +34,14 @@ cells one after another in this process. Every worker has `--cores-per-job C` co
 any `--shard`) give the same rows, bit for bit: XLA:CPU's convolution reduction order depends on
 its thread-pool size, so a run outside the sweep on more cores differs in the last bits.
 
+Members apart (`--split-members`, default auto): when fewer cells are left than `--jobs` on a
+CPU-only machine, each member (seed x learning rate) of a cell runs as its own one-member run
+in `<cell>/members/s<seed>_lr<lr>/`, one worker each, so that every core is busy; once all
+have finished, the cell's config.json, metrics.jsonl and summary.json are written from theirs
+(`merge_member_runs`) and its rows are those of the cell run whole, bit for bit (on CPU a
+population's members run one after another through the one-member program anyway). A rerun
+resumes the members of a split cell; `yes` splits every multi-member cell, `no` none.
+
 Variants (`--methods`): any method name of `ckd_jax.train.methods` (its config defaults), or a
 named variant of `ckd_jax.train.methods.VARIANTS` (a method plus config overrides), e.g.
 `ckd` (WACV: MSE, k=2), `ckd_cal` (the same, calibrated from the logit table,
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 import time
@@ -121,13 +130,99 @@ def check_existing(cells: list[dict]) -> None:
     """Fail before any work if a cell dir holds a run of another configuration (paths aside:
     a moved or copied sweep folder still matches, `DistillConfig.differs_from_saved`)."""
     for cell in cells:
-        path = os.path.join(cell["config"].out_dir, "config.json")
-        if not os.path.exists(path):
-            continue
-        changed = [k for k in cell["config"].differs_from_saved(path) if k not in _NON_SEMANTIC]
-        if changed:
-            raise ValueError(f"{cell['config'].out_dir} holds a run with another configuration "
-                             f"(differs in {changed}); use a new --out or remove that cell")
+        for cfg in [cell["config"]] + [m["config"] for m in member_runs(cell)]:
+            path = os.path.join(cfg.out_dir, "config.json")
+            if not os.path.exists(path):
+                continue
+            changed = [k for k in cfg.differs_from_saved(path) if k not in _NON_SEMANTIC]
+            if changed:
+                raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
+                                 f"(differs in {changed}); use a new --out or remove that cell")
+
+
+# A cell's members run apart (`--split-members`): member i, (seed, lr), trains as a one-member
+# population in `<cell>/members/s<seed>_lr<lr>/` (resumable like any run); once all have
+# finished, the cell's config.json, metrics.jsonl and summary.json are written from theirs, so
+# the cell reads as if it had run whole. On CPU the members of a population run one after
+# another through the program compiled for one member anyway (member_loop "sequential"), and
+# every member's randomness comes from its seed alone, so the rows are the same, bit for bit.
+MEMBERS_DIR = "members"
+SPLIT_MODES = ("auto", "yes", "no")
+
+
+def member_runs(cell: dict) -> list[dict]:
+    """The one-member runs of a cell: [{index, seed, lr, name, config}] in population order."""
+    cfg = cell["config"]
+    runs = []
+    for i, (seed, lr) in enumerate(cfg.members()):
+        name = f"s{seed}_lr{lr!r}"
+        runs.append({"index": i, "seed": seed, "lr": lr, "name": name,
+                     "config": cfg.replace(seeds=(seed,), learning_rates=(lr,),
+                                           out_dir=os.path.join(cfg.out_dir, MEMBERS_DIR,
+                                                                name))})
+    return runs
+
+
+def _started_whole(cell: dict) -> bool:
+    """Whether the cell has checkpoints of a whole-population run (kept going whole)."""
+    folder = os.path.join(cell["config"].out_dir, "checkpoints")
+    return os.path.isdir(folder) and bool(os.listdir(folder))
+
+
+def cells_to_split(cells: list[dict], mode: str, jobs: int) -> set[str]:
+    """Names of the unfinished cells whose members run apart. "no": none; "yes": every one
+    with several members; "auto": the cells already split by an earlier run (to resume their
+    members), and, on a CPU-only machine when fewer cells are left than `jobs`, every cell
+    with several members not already running whole (more busy cores, same rows)."""
+    from ckd_jax import jobs as J
+
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"--split-members {mode!r}; accepted: {', '.join(SPLIT_MODES)}")
+    todo = [c for c in cells if not R.cell_finished(c["config"].out_dir)
+            and c["config"].num_members > 1]
+    if mode == "no":
+        return set()
+    if mode == "yes":
+        return {c["name"] for c in todo}
+    unfinished = [c for c in cells if not R.cell_finished(c["config"].out_dir)]
+    spread = len(unfinished) < jobs and not J.accelerator_installed()
+    return {c["name"] for c in todo
+            if os.path.isdir(os.path.join(c["config"].out_dir, MEMBERS_DIR))
+            or (spread and not _started_whole(c))}
+
+
+def merge_member_runs(cell: dict) -> bool:
+    """When every member run of `cell` has finished: write the cell's config.json,
+    metrics.jsonl (each row's member index the population's) and, last, summary.json (the
+    members' summaries in population order; teacher calls and train seconds summed), and return
+    True; else write nothing and return False."""
+    from ckd_jax import files
+
+    runs = member_runs(cell)
+    if not all(R.cell_finished(m["config"].out_dir) for m in runs):
+        return False
+    out = cell["config"].out_dir
+    summaries = [R.read_summary(m["config"].out_dir) for m in runs]
+    config = files.read_json(os.path.join(runs[0]["config"].out_dir, "config.json"),
+                             what="run config")
+    config.update(seeds=list(cell["config"].seeds),
+                  learning_rates=list(cell["config"].learning_rates), out_dir=out)
+    metrics = []
+    for m in runs:
+        path = os.path.join(m["config"].out_dir, "metrics.jsonl")
+        if os.path.exists(path):
+            metrics += [{**row, "member": m["index"]} for row in
+                        files.read_jsonl(path, what="metrics file", appended=True)]
+    metrics.sort(key=lambda row: (row.get("epoch", 0), row["member"]))  # the engine's order
+    summary = {**summaries[0], "members": [s["members"][0] for s in summaries],
+               "teacher_calls_this_run": sum(s.get("teacher_calls_this_run", 0)
+                                             for s in summaries),
+               "train_seconds": sum(s.get("train_seconds", 0.0) for s in summaries),
+               "finished": True, "members_run_apart": True}
+    files.write_atomic(os.path.join(out, "config.json"), json.dumps(config, sort_keys=True))
+    files.write_jsonl(os.path.join(out, "metrics.jsonl"), metrics)
+    files.write_json(os.path.join(out, "summary.json"), summary)
+    return True
 
 
 def check_teacher(cells: list[dict], teacher_given: bool) -> None:
@@ -209,7 +304,9 @@ def _checked_cells(cells: list[dict], shard: tuple[int, int] | None, teacher_giv
 
 def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_variables=None,
               log=print, shard: tuple[int, int] | None = None,
-              rebuild_tables: bool = False, write_results: bool = True) -> list[dict]:
+              rebuild_tables: bool = False, write_results: bool = True,
+              split: set[str] | frozenset[str] = frozenset(),
+              member: int | None = None) -> list[dict]:
     """Run (or skip, or resume) every cell, then rewrite `<out>/results.jsonl`.
 
     `cells` come from `plan_cells` (all sharing one out dir). A cell whose summary.json says
@@ -220,6 +317,9 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     `rebuild_tables` (`--rebuild-tables`): rebuild damaged or mismatched logit tables (the
     cost is printed first) instead of stopping at them.
     `write_results=False` (a `--jobs` worker running one cell) writes no results file.
+    `split`: names of the cells whose members run apart (`cells_to_split`), one after another
+    here, then merged (`merge_member_runs`); `member=I` (a `--jobs` worker) runs member I of
+    the split cell alone and merges nothing.
     """
     from ckd_jax.train.distill import run_distillation
 
@@ -232,6 +332,15 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
         if R.cell_finished(cfg.out_dir):
             _write_cell_file(cell)  # in case an earlier run stopped right after training
             log(f"{tag}: skipped (finished; {cfg.out_dir}/summary.json)")
+            continue
+        if cell["name"] in split:
+            calls += _run_members(cell, tag, member, log, mesh=mesh, teacher_apply=teacher_apply,
+                                  teacher_variables=teacher_variables,
+                                  rebuild_tables=rebuild_tables)
+            if member is None and merge_member_runs(cell):
+                _write_cell_file(cell)
+                log(f"{tag}: {cfg.num_members} members run apart, merged into "
+                    f"{cfg.out_dir}/summary.json")
             continue
         log(f"{tag}: running {cfg.method} with {cfg.num_members} member(s) "
             f"(seeds {list(cfg.seeds)} x lrs {list(cfg.learning_rates)})")
@@ -249,6 +358,31 @@ def run_sweep(cells: list[dict], *, mesh=None, teacher_apply=None, teacher_varia
     if not write_results:
         return []
     return _write_results(cells, out, shard, log, time.time() - t_sweep, calls)
+
+
+def _run_members(cell: dict, tag: str, only: int | None, log, **run_kw) -> int:
+    """Run the unfinished one-member runs of a split cell (only member `only` when given),
+    resuming each from its checkpoints; returns the teacher calls made."""
+    from ckd_jax.train.distill import run_distillation
+
+    runs = member_runs(cell)
+    if only is not None and not 0 <= only < len(runs):
+        raise ValueError(f"--member {only}: cell {cell['name']} has members 0..{len(runs) - 1}")
+    calls = 0
+    for m in runs:
+        if only is not None and m["index"] != only:
+            continue
+        cfg = m["config"]
+        mtag = f"{tag} member {m['index']} (seed {m['seed']}, lr {m['lr']:g})"
+        if R.cell_finished(cfg.out_dir):
+            log(f"{mtag}: skipped (finished; {cfg.out_dir}/summary.json)")
+            continue
+        log(f"{mtag}: running {cfg.method} apart in {cfg.out_dir}")
+        t0 = time.time()
+        summary = run_distillation(cfg, resume=True, **run_kw)
+        calls += int(summary.get("teacher_calls_this_run", 0))
+        log(f"{mtag}: done in {time.time() - t0:.1f} s (finished={summary['finished']})")
+    return calls
 
 
 def _write_results(cells: list[dict], out: str, shard: tuple[int, int] | None, log,
@@ -270,34 +404,51 @@ def _write_results(cells: list[dict], out: str, shard: tuple[int, int] | None, l
 
 def run_sweep_jobs(cells: list[dict], jobs: int, argv: list[str], *, log=print,
                    shard: tuple[int, int] | None = None, heartbeat_s: float = 60.0,
-                   cores_per_job: int = 1) -> list[dict]:
+                   cores_per_job: int = 1,
+                   split: set[str] | frozenset[str] = frozenset()) -> list[dict]:
     """`run_sweep` with the cells run `jobs` at a time, each by a worker process (this script
     with `argv` + `--cell NAME`) pinned to its own core(s); then the results file as
-    `run_sweep` writes it. Raises RuntimeError naming the cells whose worker failed."""
+    `run_sweep` writes it. The cells named in `split` run one worker per unfinished member
+    (`--cell NAME --member I`) and are merged here once all have finished. Raises RuntimeError
+    naming the cells whose worker failed."""
     from ckd_jax import jobs as J
 
     J.core_groups(jobs, cores_per_job=cores_per_job)  # what the machine cannot take: now
     out, cells = _checked_cells(cells, shard, False, log)
-    tasks = []
+    tasks, run_dirs = [], {}  # run_dirs: a member task's run folder
     for cell in cells:
         cfg = cell["config"]
         if R.cell_finished(cfg.out_dir):
             _write_cell_file(cell)
             log(f"{cell['name']}: skipped (finished; {cfg.out_dir}/summary.json)")
             continue
-        argv_cell = J.child_argv(os.path.abspath(__file__), argv,
-                                 drop=("--jobs", "--cell", "--shard"),
-                                 add=["--jobs", "1", "--cell", cell["name"]])
-        tasks.append(J.Task(cell["name"], argv_cell, members=cfg.num_members,
-                            log_path=os.path.join(out, "logs", f"{cell['name']}.log")))
+        drop = ("--jobs", "--cell", "--shard", "--member", "--split-members")
+        add = ["--jobs", "1", "--cell", cell["name"]]
+        if cell["name"] not in split:
+            tasks.append(J.Task(cell["name"], J.child_argv(os.path.abspath(__file__), argv,
+                                                           drop=drop, add=add),
+                                members=cfg.num_members,
+                                log_path=os.path.join(out, "logs", f"{cell['name']}.log")))
+            continue
+        for m in member_runs(cell):
+            if R.cell_finished(m["config"].out_dir):
+                continue
+            name = f"{cell['name']}.{m['name']}"
+            tasks.append(J.Task(name, J.child_argv(os.path.abspath(__file__), argv, drop=drop,
+                                                   add=add + ["--member", str(m["index"])]),
+                                log_path=os.path.join(out, "logs", f"{name}.log")))
+            run_dirs[name] = m["config"].out_dir
     t_sweep = time.time()
     status = J.run_tasks(tasks, min(jobs, max(1, len(tasks))), log=log,
                          heartbeat_s=heartbeat_s, cores_per_job=cores_per_job) if tasks else {}
     calls = 0
     for task in tasks:
-        got = R.read_cell(os.path.join(out, task.name))
-        if status.get(task.name) == 0 and got is not None:
-            calls += int(got[1].get("teacher_calls_this_run", 0))
+        run_dir = run_dirs.get(task.name, os.path.join(out, task.name))
+        if status.get(task.name) == 0 and os.path.exists(os.path.join(run_dir, "summary.json")):
+            calls += int(R.read_summary(run_dir).get("teacher_calls_this_run", 0))
+    for cell in cells:
+        if cell["name"] in split and merge_member_runs(cell):
+            _write_cell_file(cell)
     rows = _write_results(cells, out, shard, log, time.time() - t_sweep, calls)
     failed = sorted(name for name, rc in status.items() if rc != 0)
     if failed:
@@ -340,7 +491,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cores-per-job", type=int, default=1,
                     help="CPU cores (XLA threads) of each job, the same for every --jobs so "
                          "that rows do not depend on it (default 1)")
+    ap.add_argument("--split-members", default="auto", choices=SPLIT_MODES,
+                    help="run each member (seed x learning rate) of a cell as its own "
+                         "one-member run, merged into the cell when all have finished; same "
+                         "rows (default auto: when fewer cells are left than --jobs on a "
+                         "CPU-only machine, and for cells an earlier run split)")
     ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # a --jobs worker's cell
+    ap.add_argument("--member", type=int, default=None, help=argparse.SUPPRESS)  # its member
     ap.add_argument("--rebuild-tables", action="store_true",
                     help="rebuild logit tables that are damaged or do not match (B teacher "
                          "calls each, printed first; without it they are an error)")
@@ -376,8 +533,8 @@ def main(argv=None) -> int:
                   f"lrs={list(cfg.learning_rates)}")
         return 0
 
-    jobs = parse_jobs(args.jobs, cells, shard, args.cores_per_job)
-    if args.cell is not None:  # a --jobs worker: one cell, no results file (the parent's)
+    jobs = parse_jobs(args.jobs, cells, shard, args.cores_per_job, split_mode=args.split_members)
+    if args.cell is not None:  # a --jobs worker: one cell (or member), no results file
         mine = [c for c in cells if c["name"] == args.cell]
         if not mine:
             raise ValueError(f"--cell {args.cell!r} is not a cell of this sweep; cells: "
@@ -385,17 +542,21 @@ def main(argv=None) -> int:
         from ckd_jax.train.engine import make_mesh
 
         run_sweep(mine, mesh=make_mesh(args.devices), write_results=False,
-                  rebuild_tables=args.rebuild_tables)
+                  rebuild_tables=args.rebuild_tables, member=args.member,
+                  split={args.cell} if args.member is not None else frozenset())
         return 0
+    split = cells_to_split(shard_cells(cells, shard), args.split_members, jobs)
+    if split:
+        print(f"members run apart (--split-members {args.split_members}): {sorted(split)}")
     if jobs > 1:
         run_sweep_jobs(cells, jobs, list(sys.argv[1:] if argv is None else argv), shard=shard,
-                       cores_per_job=args.cores_per_job)
+                       cores_per_job=args.cores_per_job, split=split)
     else:
         from ckd_jax.train.engine import make_mesh
 
         _start_backend_like_a_worker(args.cores_per_job)
         run_sweep(cells, mesh=make_mesh(args.devices), shard=shard,
-                  rebuild_tables=args.rebuild_tables)
+                  rebuild_tables=args.rebuild_tables, split=split)
     print(f"next: python experiments/report.py {args.out}")
     return 0
 
@@ -415,13 +576,19 @@ def _start_backend_like_a_worker(cores_per_job: int) -> None:
 
 
 def parse_jobs(text: str, cells: list[dict], shard: tuple[int, int] | None,
-               cores_per_job: int = 1) -> int:
-    """`--jobs`: "auto" (`ckd_jax.jobs.default_jobs` over the cells still to run) or N >= 1."""
+               cores_per_job: int = 1, split_mode: str = "no") -> int:
+    """`--jobs`: "auto" (`ckd_jax.jobs.default_jobs` over the tasks still to run: the cells,
+    or the members of the cells `cells_to_split` would split on every core) or N >= 1."""
     from ckd_jax import jobs as J
 
     if text == "auto":
-        todo = [c for c in shard_cells(cells, shard) if not R.cell_finished(c["config"].out_dir)]
-        n = J.default_jobs(len(todo), cores_per_job)
+        mine = shard_cells(cells, shard)
+        todo = [c for c in mine if not R.cell_finished(c["config"].out_dir)]
+        slots = max(1, len(J.available_cores()) // max(1, cores_per_job))
+        split = cells_to_split(mine, split_mode, slots)
+        tasks = sum(sum(not R.cell_finished(m["config"].out_dir) for m in member_runs(c))
+                    if c["name"] in split else 1 for c in todo)
+        n = J.default_jobs(tasks, cores_per_job)
     else:
         try:
             n = int(text)

@@ -176,3 +176,32 @@ def test_whole_loop_row_times_a_real_run_against_its_compiled_epoch(tmp_path):
     assert summary["finished"] and len(summary["members"]) == 2  # seeds 1 and 2
     assert r["population"] == 2 and r["member_loop"] == "sequential"  # the CPU default
     assert "| tiny_cnn | ckd_k2 | 100 | 80 | 2 | sequential | 2 |" in bench.loop_markdown(r)
+    # CPU time of the process beside wall time (robust to other processes on the core)
+    assert len(r["loop_epoch_cpu_s_all"]) == 2 and r["compiled_epoch_cpu_s"] > 0
+    assert r["x_compiled_cpu_mean"] == pytest.approx(
+        float(np.mean(r["loop_epoch_cpu_s_all"])) / r["compiled_epoch_cpu_s"])
+
+
+def test_whole_loop_of_a_study_config_stops_after_its_epochs(tmp_path):
+    """--loop-config: the study's own protocol (plateau, up to 1000 pseudo-epochs) and its test
+    curve, stopped after the asked pseudo-epochs like a kill."""
+    from ckd_jax.train.config import DistillConfig
+
+    data = bench._synthetic_cifar10(str(tmp_path / "data"), 1100, 100)
+    base = DistillConfig(dataset="cifar10", data_path=data, teacher="tiny_cnn",
+                         teacher_kwargs={"width": 8}, student_kwargs={"width": 4},
+                         schedule="plateau", max_epochs=1000,
+                         eval_test_every=2, eval_batch_size=100, progress=False,
+                         learning_rates=(0.1, 0.05), seeds=(7,))
+    r = bench.bench_whole_loop("tiny_cnn", "kd", subset_size=100, epochs=3, dataset=None,
+                               data_path=None, workdir=str(tmp_path), repeats=1,
+                               model_kwargs={"width": 4}, base=base)
+    assert len(r["loop_epoch_s_all"]) == 2 and r["steps_per_epoch"] == 2
+    with open(tmp_path / "loop_tiny_cnn_kd" / "summary.json") as f:
+        summary = json.load(f)
+    assert not summary["finished"] and summary["schedule"] == "plateau"
+    assert [(m["seed"], m["lr"]) for m in summary["members"]] == [(1, 0.1)]
+    with open(tmp_path / "loop_tiny_cnn_kd" / "metrics.jsonl") as f:
+        logged = [json.loads(line) for line in f]
+    assert [row["epoch"] for row in logged] == [1, 2, 3]
+    assert [("test_top1" in row) for row in logged] == [False, True, False]

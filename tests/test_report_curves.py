@@ -15,11 +15,12 @@ report = load_experiment("report")
 
 
 def _write_cell(sweep_dir, variant, seeds, lrs, curves, best, *, calibrated=False,
-                finished=True):
-    """A finished cell `<variant>_S100` with one member per (seed, lr): `curves[(seed, lr)]` is
-    {epoch: test top-1} logged on the run's own logits; `best[(seed, lr)]` = (best_epoch,
-    best_val_top1, test_top1_at_best_val)."""
-    cell_dir = os.path.join(sweep_dir, f"{variant}_S100")
+                finished=True, subset=100):
+    """A finished cell `<variant>_S<subset>` with one member per (seed, lr): `curves[(seed,
+    lr)]` is {epoch: test top-1} logged on the run's own logits (its last epoch's figure is the
+    member's last_test_top1); `best[(seed, lr)]` = (best_epoch, best_val_top1,
+    test_top1_at_best_val)."""
+    cell_dir = os.path.join(sweep_dir, f"{variant}_S{subset}")
     os.makedirs(cell_dir)
     json.dump({"variant": variant, "overrides": {}}, open(os.path.join(cell_dir, R.CELL_FILE), "w"))
     members, lines = [], []
@@ -37,7 +38,8 @@ def _write_cell(sweep_dir, variant, seeds, lrs, curves, best, *, calibrated=Fals
                 row["test_top1_calibrated" if calibrated else "test_top1"] = log[epoch]
                 row["test_top1" if calibrated else "test_top1_calibrated"] = 0.999
             lines.append(json.dumps(row))
-    summary = {"method": variant.split("_")[0], "subset_size": 100, "budget": 80,
+    summary = {"method": variant.split("_")[0], "subset_size": subset,
+               "budget": int(0.8 * subset),
                "finished": finished, "calibration": "table" if calibrated else "none",
                "members": members}
     json.dump(summary, open(os.path.join(cell_dir, "summary.json"), "w"))

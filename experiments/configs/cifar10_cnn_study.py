@@ -31,7 +31,19 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #           --methods M --subset-sizes 1000 --seeds K --lrs L --jobs 1 --out runs/cnn/M_sK
   #     then copy each finished run's cell.json, config.json, summary.json and metrics.jsonl
   #     (not its checkpoints or logit tables) to results/cifar10_cnn/study/M_sK/M_S1000/.
-  # 3. the report: one table from all those folders, and the training-length figure
+  # 2c. the budget study (S = 250, 500, 1000; seeds 1-5): per method M and subset size S at its
+  #     chosen rate L, one command; its one cell's five members (seeds) run apart, one worker
+  #     per core (`--split-members`, automatic when fewer cells than --jobs are left), with the
+  #     rows of the cell run whole; the same command resumes a killed run:
+  #       python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
+  #           --methods M --subset-sizes S --seeds 1,2,3,4,5 --lrs L --jobs 2 \
+  #           --out runs/cnn/M_S<S>
+  # 3. the report: one table from all those folders, the training-length figure (one per
+  #    budget), the budget figure (budget.png: test top-1 against B) and the paired per-seed
+  #    differences (paired.md). Before it, `--publish` copies the finished runs' config, cell,
+  #    summary and metrics files (no checkpoints or tables) into the committed folder:
+  #      python experiments/report.py runs/cnn/* --publish results/cifar10_cnn/study \
+  #          --out runs/cnn_report
   python experiments/report.py results/cifar10_cnn/study/* --out results/cifar10_cnn \
       --curves ce,kd,mixup,ckd,ckd_cal
   # On an accelerator, the whole study in one command (every rate of the grid for every method,
