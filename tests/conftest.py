@@ -1,16 +1,53 @@
-"""Shared pytest set-up: 8 fake CPU devices (for data-parallel tests) and a persistent
-compilation cache so repeated compiles of the same program cost under a second."""
+"""Shared pytest set-up, done once before jax is imported anywhere in the test session:
+
+* 8 fake CPU devices (for the data-parallel tests), added to whatever ``XLA_FLAGS`` holds;
+* a persistent compilation cache in a folder made for this test session (removed at its end),
+  with no minimum compile time, so the same program compiled again - by another run of the
+  engine in this process, or by any subprocess a test starts (the command-line tests) - is
+  loaded instead of compiled. The settings are exported as ``JAX_*`` environment variables, so
+  every subprocess started by any test inherits them without doing anything. Set
+  ``JAX_COMPILATION_CACHE_DIR`` yourself to keep a cache between runs (it is then not removed).
+
+With pytest-xdist the controller's folder is inherited by its workers (they are started after
+this file is imported), so the workers share one cache too.
+"""
 
 import os
+import shutil
+import tempfile
 
-# Must happen before jax is imported anywhere in the test session.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+_flags = os.environ.get("XLA_FLAGS", "")
+if _DEVICES_FLAG not in _flags:
+    os.environ["XLA_FLAGS"] = f"{_flags} {_DEVICES_FLAG}=8".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 __import__("ckd_jax").set_cpu_flags()  # the XLA:CPU flag our commands set, before jax starts
-_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+
+_OWN_CACHE = None  # the folder this process made (and removes), if it made one
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="ckd_jax_test_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
 
+# jax reads the JAX_* variables when it is imported; set again in case jax was imported first.
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    # Only the process that made the folder removes it (an xdist worker inherits the variable
+    # and made nothing).
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Files holding a test marked `slow` run first: pytest-xdist hands out whole files in this
+    # order, so the long ones start at once instead of leaving one worker busy at the end.
+    # (A stable sort: the order inside a file, and among the other files, is kept.)
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -24,3 +24,20 @@ def load_experiment(name: str):
 TINY_SWEEP_BASE = DistillConfig(dataset="digits", subset_size=200, schedule="cosine", epochs=2,
                                 batch_size=32, student_kwargs={"width": 4}, checkpoint_every=0,
                                 progress=False, eval_batch_size=400)
+
+
+def run_main(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """`experiments/<name>.py argv` in this process, as its `__main__` block runs it
+    (`ckd_jax.cli.run_command`: a bad input is one line on stderr and exit status 2):
+    (status, stdout, stderr). For the checks that need no fresh process (argument errors); the
+    command's real start-up is tested once per command in a subprocess elsewhere."""
+    from ckd_jax.cli import run_command
+
+    main = load_experiment(name).main
+    capsys.readouterr()  # start from empty buffers
+    try:
+        status = run_command(main, argv, prog=f"{name}.py")
+    except SystemExit as e:  # argparse's own usage errors: status 2, message on stderr
+        status = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return status, out, err

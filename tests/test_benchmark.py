@@ -21,6 +21,7 @@ SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
 bench = load_experiment("benchmark")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["scan", "auto"])  # auto on CPU = the python host loop
 def test_quick_run_prints_table_with_ratio(tmp_path, loop):
     out_json = tmp_path / "bench.json"

@@ -172,6 +172,7 @@ def _numpy_offset(cfg, summary, member):
     return s.mean(0) - np.asarray(table.logits, np.float64).mean(0)
 
 
+@pytest.mark.slow
 def test_diagnostic_under_none_and_selection_under_table(tmp_path, teacher):
     cfgs = {c: _cfg(tmp_path, out_dir=str(tmp_path / c), calibration=c, eval_test_every=1)
             for c in ("none", "table")}

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from engine_support import CountingTeacher, tiny_config  # tests/ is on sys.path
-from experiments_support import ROOT
+from experiments_support import ROOT, run_main
 
 from ckd_jax.data import dataset_spec, eval_view, load_train_test
 from ckd_jax.export import load_exported, read_exported, select_member
@@ -104,7 +104,7 @@ def test_export_round_trip_equals_calibrated_predictions(calibrated_run, tmp_pat
     assert header["source"]["member"] == i and header["source"]["seed"] == cfg.seeds[i]
 
 
-def test_export_member_choice_and_errors(calibrated_run, tmp_path):
+def test_export_member_choice_and_errors(calibrated_run, tmp_path, capsys):
     cfg, summary, run_dir = calibrated_run
     from ckd_jax.export import export_run
 
@@ -118,8 +118,8 @@ def test_export_member_choice_and_errors(calibrated_run, tmp_path):
     (tmp_path / "junk.msgpack").write_bytes(b"\x00\x01 not msgpack")
     with pytest.raises(ValueError, match="not a ckd_jax export"):
         read_exported(tmp_path / "junk.msgpack")
-    r = _cli(str(tmp_path / "missing"))
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    status, _, err = run_main("export", [str(tmp_path / "missing")], capsys)  # in-process
+    assert status == 2 and "does not exist" in err
 
 
 def _doc_snippet() -> str:

@@ -17,6 +17,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN_TOL = 3.0
 TEACHER_TOL = 1.0
@@ -50,6 +52,7 @@ def _readme_output() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_quickstart_prints_the_readme_table_then_reruns_without_teacher_calls(tmp_path):
     out = tmp_path / "qs"
     first = _quickstart(out)

@@ -105,6 +105,7 @@ def one_process_rows(one_process):
     return _rows(one_process)
 
 
+@pytest.mark.slow
 def test_two_jobs_give_the_same_rows_and_pay_each_table_once(teacher_dir, one_process,
                                                              one_process_rows, tmp_path):
     out = str(tmp_path / "jobs2")
@@ -124,6 +125,7 @@ def test_two_jobs_give_the_same_rows_and_pay_each_table_once(teacher_dir, one_pr
         "ce_S200.log", "ckd_S200.log", "kd_S200.log"]
 
 
+@pytest.mark.slow
 def test_kill_in_the_middle_leaves_no_worker_and_the_rerun_ends_the_same(
         teacher_dir, one_process_rows, tmp_path):
     out = str(tmp_path / "killed")
@@ -225,6 +227,7 @@ print(hashlib.sha256(flat.tobytes()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_a_backend_started_with_one_thread_computes_as_a_one_core_process():
     """The mechanism behind `--jobs 1` == `--jobs N`: a process that keeps both cores but
     started XLA with a 1-thread pool computes a CNN gradient bit for bit as a pinned one."""

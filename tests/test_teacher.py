@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiments_support import run_main  # tests/ is on sys.path
 
 from ckd_jax.data import DatasetSpec, ImageSet, dataset_spec, load_train_test
 from ckd_jax.models import create_model
@@ -227,14 +228,15 @@ def test_cli_end_to_end_on_digits(tmp_path):
     (["--batch-size", "-3"], "batch_size"),
     (["--dataset", "nope"], "unknown dataset"),
 ])
-def test_cli_bad_arguments_exit_2_without_run_dir(tmp_path, args, match):
+def test_cli_bad_arguments_exit_2_without_run_dir(tmp_path, args, match, capsys):
     out = tmp_path / "bad_run"
     base = {"--dataset": "digits", "--model": "tiny_cnn"}
     for flag, val in zip(args[::2], args[1::2]):
         base[flag] = val
     argv = [x for kv in base.items() for x in kv] + ["--out", str(out), "--epochs", "1"]
-    r = _cli(*argv)
-    assert r.returncode == 2 and match in r.stderr, r.stderr[-2000:]
+    # in this process (no fresh jax): the command's start-up is test_cli_end_to_end_on_digits
+    status, _, err = run_main("train_teacher", argv, capsys)
+    assert status == 2 and match in err, err[-2000:]
     assert not out.exists()
 
 

@@ -66,6 +66,7 @@ def test_every_whitebox_method_trains(tables, teacher, method):
         assert np.abs(np.asarray(stats)).max() > 0
 
 
+@pytest.mark.slow
 def test_teacher_called_exactly_b_times_per_seed(tmp_path):
     t = CountingTeacher(seed=3)
     cfg = _cfg(method="ckd_vid", seeds=(1, 2), out_dir=str(tmp_path / "run"))
