@@ -52,6 +52,42 @@ def teacher_record(checkpoint) -> tuple[str, dict] | None:
     return None
 
 
+def make_step_spec(data_spec, n_train: int, *, batch_size: int, epochs: int, momentum: float,
+                   weight_decay: float, schedule: str, compute_dtype: str,
+                   steps_per_epoch: int | None = None, group_forward: str = "separate",
+                   has_remainder: bool = False, remainder_weight: float = 1.0,
+                   use_pool: bool = False, nesterov: bool = False,
+                   milestones: tuple[int, ...] | None = (), lr_factor: float = 0.1,
+                   warmup_epochs: int | None = 0):
+    """The one builder of `engine.StepSpec` (student runs, teachers, the benchmark).
+
+    data_spec: a `DatasetSpec` (crop, padding, flip, mean, std, eval_crop). Epoch-based facts
+    become global steps here: the horizon (epochs x steps per pseudo-epoch, at least 2 for a
+    one-cycle schedule), multistep milestones and cosine warm-up. compute_dtype "auto" is
+    bfloat16 on GPU/TPU and float32 on CPU. steps_per_epoch None: ceil(n_train / batch_size).
+    """
+    from ckd_jax.train import engine
+
+    steps = steps_per_epoch or engine.steps_per_pseudo_epoch(n_train, batch_size)
+    total = epochs * steps
+    if compute_dtype == "auto":
+        import jax
+
+        compute_dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+    d = data_spec
+    return engine.StepSpec(
+        batch_size=batch_size, steps_per_epoch=steps, n_train=n_train, crop_size=d.crop_size,
+        padding=d.padding, flip=d.flip, mean=tuple(d.mean), std=tuple(d.std),
+        eval_crop=d.eval_crop, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+        total_steps=max(total, 2) if schedule == "onecycle" else total,
+        compute_dtype=compute_dtype, group_forward=group_forward, has_remainder=has_remainder,
+        remainder_weight=remainder_weight, use_pool=use_pool, nesterov=nesterov,
+        milestones=tuple(m * steps for m in (milestones or ())) if schedule == "multistep"
+        else (),
+        lr_factor=lr_factor,
+        warmup_steps=(warmup_epochs or 0) * steps if schedule == "cosine" else 0)
+
+
 def _spec_given_matches(saved, now) -> bool:
     """A run records the full spec it used (`data_spec`, the fields derived from the data
     included); a config that gives fewer fields matches when the fields it gives agree."""

@@ -9,9 +9,10 @@ Recipes (`TeacherConfig.recipe`):
 Any field left None takes the recipe's value; explicit fields override it.
 
 A teacher is a configuration of the one training engine (`ckd_jax.train.engine`), not a second
-engine: a population of one member whose data is the whole training split, the method "ce"
-(`teacher_method`: cross-entropy, optional label smoothing), and the recipe's schedule in the
-StepSpec (`teacher_step_spec`; the schedules and torch-style SGD are `ckd_jax.train.optim`).
+engine: a population of one member whose data is the whole training split, the method "ce" of
+`ckd_jax.train.methods` (cross-entropy, `label_smoothing` as its option), and the recipe's
+schedule in the StepSpec (`teacher_step_spec` over `config.make_step_spec`; the schedules and
+torch-style SGD are `ckd_jax.train.optim`).
 One epoch is one call of `engine.make_train_epoch` (a `lax.scan` on accelerators, a host loop
 of one compiled step on CPU, chosen there): ceil(N / batch) steps over a permutation of the
 training set, the last partial batch filled from a second permutation (every step has a static
@@ -36,24 +37,23 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ckd_jax.checkpoint import Checkpointer
-from ckd_jax.losses import cross_entropy
 from ckd_jax.train import engine as S
 from ckd_jax.train import optim
-from ckd_jax.train.engine import MemberData, StepSpec, steps_per_pseudo_epoch
-from ckd_jax.train.methods import LossInputs, Method
+from ckd_jax.train.config import make_step_spec
+from ckd_jax.train.engine import MemberData, StepSpec
+from ckd_jax.train.methods import build_method
 
 __all__ = ["TeacherConfig", "TeacherResult", "RECIPES", "train_teacher", "load_teacher",
-           "teacher_method", "teacher_step_spec", "teacher_data", "epoch_keys"]
+           "teacher_step_spec", "teacher_data", "epoch_keys"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(epochs=240, batch_size=64, lr=0.05, schedule="multistep", warmup_epochs=0,
@@ -78,6 +78,7 @@ CHECKPOINT_LAYOUT = "engine-v1"  # {"state": engine.TrainState of one member}
 class TeacherConfig:
     """One teacher-training run. None fields take the value of `recipe` (see RECIPES)."""
 
+    method: ClassVar[str] = "ce"  # the methods registry's, with `label_smoothing` (not a field)
     dataset: str = "digits"
     model: str = "tiny_cnn"
     model_kwargs: dict = field(default_factory=dict)
@@ -199,49 +200,14 @@ class TeacherResult(NamedTuple):
 
 
 # ------------------------------------------------- the teacher as a configuration of the engine
-def _resolve_dtype(compute_dtype: str) -> str:
-    """"auto" -> "bfloat16" on GPU/TPU, "float32" on CPU (the StepSpec's compute_dtype)."""
-    if compute_dtype == "auto":
-        return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
-    return compute_dtype
-
-
-def teacher_method(label_smoothing: float = 0.0) -> Method:
-    """The engine's method "ce" as a teacher uses it: cross-entropy with the labels (optionally
-    label-smoothed), no teacher; metrics {"ce", "acc"} (train accuracy of the batch)."""
-
-    def loss(x: LossInputs):
-        if label_smoothing:
-            targets = optax.smooth_labels(jax.nn.one_hot(x.labels, x.logits.shape[-1]),
-                                          label_smoothing)
-            ce = optax.softmax_cross_entropy(x.logits, targets).mean()
-        else:
-            ce = cross_entropy(x.logits, x.labels)
-        acc = jnp.mean(jnp.argmax(x.logits, -1) == x.labels)
-        return ce, x.extra_state, {"ce": ce, "acc": acc}
-
-    return Method("ce", "sample", loss, uses_teacher=False,
-                  description="supervised teacher: cross-entropy on the full training split",
-                  hyper={"label_smoothing": label_smoothing})
-
-
 def teacher_step_spec(c: TeacherConfig, spec: Any, n_train: int) -> StepSpec:
     """The StepSpec of a resolved TeacherConfig: one member, the whole training split, the
-    recipe's schedule (milestones / warm-up converted to global steps)."""
-    steps = steps_per_pseudo_epoch(n_train, c.batch_size)
-    total = c.epochs * steps
-    return StepSpec(
-        batch_size=c.batch_size, steps_per_epoch=steps, n_train=n_train,
-        crop_size=spec.crop_size, padding=spec.padding, flip=spec.flip, mean=tuple(spec.mean),
-        std=tuple(spec.std), eval_crop=spec.eval_crop, momentum=c.momentum,
-        weight_decay=c.weight_decay, schedule=c.schedule,
-        total_steps=max(total, 2) if c.schedule == "onecycle" else total,
-        compute_dtype=_resolve_dtype(c.compute_dtype), group_forward="joint",
-        has_remainder=False, remainder_weight=0.0, use_pool=False, nesterov=c.nesterov,
-        milestones=tuple(m * steps for m in (c.milestones or ()))
-        if c.schedule == "multistep" else (),
-        lr_factor=c.lr_factor,
-        warmup_steps=(c.warmup_epochs or 0) * steps if c.schedule == "cosine" else 0)
+    recipe's schedule (`config.make_step_spec` turns epochs into global steps)."""
+    return make_step_spec(
+        spec, n_train, batch_size=c.batch_size, epochs=c.epochs, momentum=c.momentum,
+        weight_decay=c.weight_decay, schedule=c.schedule, compute_dtype=c.compute_dtype,
+        group_forward="joint", remainder_weight=0.0, nesterov=c.nesterov,
+        milestones=c.milestones, lr_factor=c.lr_factor, warmup_epochs=c.warmup_epochs)
 
 
 def teacher_data(images: np.ndarray, labels: np.ndarray, num_classes: int) -> MemberData:
@@ -416,7 +382,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
     # --- the engine: one member, the full split, method "ce", the recipe's schedule ---------
     step_spec = teacher_step_spec(c, spec, n_train)
-    method = teacher_method(c.label_smoothing)
+    method = build_method(c)  # the registry's "ce" with the teacher's label smoothing
     put = lambda tree: jax.device_put(tree, NamedSharding(mesh, P()))  # replicated
     state = put(S.init_state(model, method, jax.random.PRNGKey(c.seed)[None],
                              jnp.asarray([c.lr], jnp.float32), in_shape, num_classes, n_train))
