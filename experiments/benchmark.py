@@ -156,9 +156,10 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     `member_loop` as in `engine.make_train_epoch` ("sequential": the P members one after
     another through the program compiled for one; the limit stays vmapped over P)."""
     epoch_loop = resolve_epoch_loop(epoch_loop, jax.devices()[0].platform)
+    from ckd_jax.data.specs import DatasetSpec
     from ckd_jax.models import create_model
     from ckd_jax.train import engine as S
-    from ckd_jax.train.config import DistillConfig
+    from ckd_jax.train.config import DistillConfig, make_step_spec
     from ckd_jax.train.methods import build_method
 
     cfg = DistillConfig(student=model_name, student_kwargs=dict(model_kwargs),
@@ -167,12 +168,12 @@ def bench_method(model_name: str, method_name: str, population: int, dtype: str,
     method = build_method(cfg)
     model = create_model(model_name, num_classes, **model_kwargs)
     mesh = S.make_mesh(1)
-    spec = S.StepSpec(
-        batch_size=batch_size, steps_per_epoch=steps, n_train=n_train, crop_size=image_size,
-        padding=4, flip=True, mean=_MEAN[:channels], std=_STD[:channels], eval_crop=None,
-        momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule="plateau",
-        total_steps=steps, compute_dtype=dtype, group_forward=cfg.group_forward,
-        has_remainder=False, remainder_weight=1.0, use_pool=False)
+    data_spec = DatasetSpec(mean=_MEAN[:channels], std=_STD[:channels], crop_size=image_size,
+                            padding=4, flip=True)
+    spec = make_step_spec(data_spec, n_train, batch_size=batch_size, epochs=1,
+                          steps_per_epoch=steps, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, schedule="plateau", compute_dtype=dtype,
+                          group_forward=cfg.group_forward)
     images_per_step = batch_size * (method.tuple_size if method.sampling == "tuple" else 1)
 
     # Synthetic data of the real shapes, one copy broadcast to P members on the device.

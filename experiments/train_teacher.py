@@ -117,7 +117,7 @@ def config_from_args(a: argparse.Namespace):
     out = a.out or os.path.join("runs", f"teacher_{a.dataset.replace(':', '_')}_{a.model}")
     return TeacherConfig(
         dataset=a.dataset, model=a.model, model_kwargs=model_kwargs,
-        data_spec=data_spec or None, out=out,
+        data_spec=data_spec or None, out_dir=out,
         data_dir=a.data_dir, data_path=a.path, recipe=a.recipe, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
         nesterov=a.nesterov, schedule=a.schedule, milestones=milestones, lr_factor=a.lr_factor,
@@ -140,13 +140,13 @@ def main(argv=None) -> int:
     # (ckd_jax.cli.run_command, below).
     from ckd_jax.runlock import run_lock
 
-    created = config.out is not None and not os.path.exists(config.out)
+    created = config.out_dir is not None and not os.path.exists(config.out_dir)
     try:
-        with run_lock(config.out) if config.out else contextlib.nullcontext():
+        with run_lock(config.out_dir) if config.out_dir else contextlib.nullcontext():
             result = train_teacher(config)  # one process per run folder
     except BaseException:
-        if created and os.path.isdir(config.out) and not os.listdir(config.out):
-            os.rmdir(config.out)  # a bad input leaves no empty folder behind
+        if created and os.path.isdir(config.out_dir) and not os.listdir(config.out_dir):
+            os.rmdir(config.out_dir)  # a bad input leaves no empty folder behind
         raise
     print(f"final test accuracy {result.test_acc:.4f} (top-5 {result.test_top5:.4f}); best "
           f"{result.best_test_acc:.4f} at epoch {result.best_epoch}; wall time "

@@ -13,7 +13,9 @@ from experiments_support import run_main  # tests/ is on sys.path
 
 from ckd_jax.data import DatasetSpec, ImageSet, dataset_spec, load_train_test
 from ckd_jax.models import create_model
+from ckd_jax.train.config import DistillConfig
 from ckd_jax.train.evaluate import evaluate, make_eval_fn
+from ckd_jax.train.methods import LossInputs, build_method
 from ckd_jax.train.supervised import TeacherConfig, load_teacher, train_teacher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,6 +130,29 @@ def test_scan_and_python_epoch_loops_agree(digits):
                                [r["train_loss"] for r in b.history], rtol=1e-5)
 
 
+def test_one_ce_for_students_and_teachers():
+    """The teacher's loss is the registry's "ce": label smoothing as its option (checked against
+    NumPy), train accuracy as its metric; a student's ce keeps metrics {"ce"} and no hyper."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 5)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    x = LossInputs(jnp.asarray(logits), None, jnp.asarray(labels), None, None, None, None, None,
+                   None)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    onehot = np.eye(5)[labels]
+    for eps in (0.0, 0.1):
+        m = build_method(TeacherConfig(label_smoothing=eps))
+        assert m.name == "ce" and not m.uses_teacher and m.hyper == {"label_smoothing": eps}
+        ce, _, metrics = m.loss(x)
+        want = -np.mean(np.sum((onehot * (1 - eps) + eps / 5) * logp, -1))
+        np.testing.assert_allclose(float(ce), want, rtol=1e-6)
+        assert float(metrics["acc"]) == pytest.approx(np.mean(logits.argmax(-1) == labels))
+    student = build_method(DistillConfig(method="ce"))
+    ce, _, metrics = student.loss(x)
+    assert set(metrics) == {"ce"} and student.hyper == {}
+    np.testing.assert_allclose(float(ce), -np.mean(np.sum(onehot * logp, -1)), rtol=1e-6)
+
+
 def test_teacher_is_the_student_engine_with_one_ce_member(digits):
     """train_teacher = engine.make_train_epoch (method "ce", M = 1, full split) +
     engine.make_evaluate: rebuilding those pieces by hand gives the same weights, bitwise."""
@@ -144,7 +169,7 @@ def test_teacher_is_the_student_engine_with_one_ce_member(digits):
     assert step_spec.milestones == (3, 6)  # epochs (1, 2) x 3 steps (round(5/8*2)=1, 3/4*2=2)
     model = create_model("tiny_cnn", 10, width=4)
     mesh = S.make_mesh(1)
-    method = T.teacher_method()
+    method = build_method(c)  # the registry's "ce"
     state = S.init_state(model, method, jax.random.PRNGKey(c.seed)[None],
                          jnp.asarray([c.lr], jnp.float32), (8, 8, 1), 10, 80)
     epoch = S.make_train_epoch(model, method, step_spec, mesh)

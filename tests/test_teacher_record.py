@@ -130,3 +130,34 @@ def test_table_folder_default_and_fallbacks(tmp_path, monkeypatch, capsys):
     assert table_folder(None, str(teacher), out) == own
     assert f"the teacher's folder {teacher} is not writable: the logit tables go to {own}" in (
         capsys.readouterr().err)
+
+
+_COMMITTED_TEACHERS = sorted(
+    os.path.join(root, "teacher") for root in
+    (os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", name)
+     for name in ("cifar10", "cifar10_cnn", "fashion_mnist", "fashion_mnist_tinycnn_partial")))
+
+
+@pytest.mark.parametrize("folder", _COMMITTED_TEACHERS, ids=lambda p: p.split(os.sep)[-2])
+def test_committed_teacher_folders_still_load(folder):
+    """Teacher folders written before TeacherConfig shared RunConfig (their config says "out",
+    not "out_dir") give their config, fill a student's teacher fields and load their weights."""
+    path, info = teacher_record(folder)
+    saved = info["config"]
+    assert "out" in saved and "out_dir" not in saved  # the old name, as committed
+    cfg = TeacherConfig(**saved)
+    assert cfg.out_dir == saved["out"] == cfg.out and cfg.model == info["model"]
+    cfg.validate()
+    student = DistillConfig(teacher_checkpoint=folder).with_teacher()
+    assert student.teacher == info["model"]
+    assert student.teacher_kwargs == (saved["model_kwargs"] or {})
+    variables = load_teacher(folder, info["model"], info["num_classes"])
+    assert set(variables) == {"params", "batch_stats"} and variables["params"]
+
+
+def test_teacher_config_out_is_out_dir():
+    """TeacherConfig(out=...) (its old field name) is TeacherConfig(out_dir=...); both is an
+    error."""
+    assert TeacherConfig(out="a") == TeacherConfig(out_dir="a")
+    with pytest.raises(TypeError, match="out_dir or its old name out"):
+        TeacherConfig(out="a", out_dir="b")

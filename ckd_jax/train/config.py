@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -53,6 +54,42 @@ def teacher_record(checkpoint) -> tuple[str, dict] | None:
     return None
 
 
+def make_step_spec(data_spec, n_train: int, *, batch_size: int, epochs: int, momentum: float,
+                   weight_decay: float, schedule: str, compute_dtype: str,
+                   steps_per_epoch: int | None = None, group_forward: str = "separate",
+                   has_remainder: bool = False, remainder_weight: float = 1.0,
+                   use_pool: bool = False, nesterov: bool = False,
+                   milestones: tuple[int, ...] | None = (), lr_factor: float = 0.1,
+                   warmup_epochs: int | None = 0):
+    """The one builder of `engine.StepSpec` (student runs, teachers, the benchmark).
+
+    data_spec: a `DatasetSpec` (crop, padding, flip, mean, std, eval_crop). Epoch-based facts
+    become global steps here: the horizon (epochs x steps per pseudo-epoch, at least 2 for a
+    one-cycle schedule), multistep milestones and cosine warm-up. compute_dtype "auto" is
+    bfloat16 on GPU/TPU and float32 on CPU. steps_per_epoch None: ceil(n_train / batch_size).
+    """
+    from ckd_jax.train import engine
+
+    steps = steps_per_epoch or engine.steps_per_pseudo_epoch(n_train, batch_size)
+    total = epochs * steps
+    if compute_dtype == "auto":
+        import jax
+
+        compute_dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+    d = data_spec
+    return engine.StepSpec(
+        batch_size=batch_size, steps_per_epoch=steps, n_train=n_train, crop_size=d.crop_size,
+        padding=d.padding, flip=d.flip, mean=tuple(d.mean), std=tuple(d.std),
+        eval_crop=d.eval_crop, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+        total_steps=max(total, 2) if schedule == "onecycle" else total,
+        compute_dtype=compute_dtype, group_forward=group_forward, has_remainder=has_remainder,
+        remainder_weight=remainder_weight, use_pool=use_pool, nesterov=nesterov,
+        milestones=tuple(m * steps for m in (milestones or ())) if schedule == "multistep"
+        else (),
+        lr_factor=lr_factor,
+        warmup_steps=(warmup_epochs or 0) * steps if schedule == "cosine" else 0)
+
+
 def _spec_given_matches(saved, now) -> bool:
     """A run records the full spec it used (`data_spec`, the fields derived from the data
     included); a config that gives fewer fields matches when the fields it gives agree."""
@@ -67,9 +104,72 @@ def _without_invariant_fields(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if k not in RESULT_INVARIANT_FIELDS}
 
 
+def _choice(name, value, accepted) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name}={value!r} is not supported; accepted: "
+                         f"{', '.join(map(str, accepted))}")
+
+
 @dataclass(frozen=True)
-class DistillConfig:
-    """A student run (or a population of runs sharing one method and budget).
+class RunConfig:
+    """The fields every training run has, a student population (`DistillConfig`) or a teacher
+    (`ckd_jax.train.supervised.TeacherConfig`): data, optimiser and schedule, output folder.
+    Subclasses may change a default and the accepted choices (`_SCHEDULES`, `_COMPUTE_DTYPES`);
+    `_check_run_fields` is the one check of these fields."""
+
+    _SCHEDULES: ClassVar[tuple[str, ...]] = SCHEDULES
+    _COMPUTE_DTYPES: ClassVar[tuple[str, ...]] = COMPUTE_DTYPES
+
+    # --- data ----------------------------------------------------------------------------
+    dataset: str = "digits"
+    data_path: str | None = None
+    data_dir: str | None = None
+    # Preprocessing (docs/data.md): any of crop_size, padding, flip, mean, std, eval_crop over
+    # the dataset's registered spec; for a dataset without one (an .npz of your own, images in
+    # memory) the rest is derived from the training images (side, side // 8, no flip, their
+    # per-channel mean and std), computed once and recorded in the run's config.json /
+    # teacher.json.
+    data_spec: dict | None = None
+
+    # --- optimiser and schedule ----------------------------------------------------------
+    batch_size: int | None = 64  # samples per step (tuples per step for CKD)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    # students: the paper's early-stopping protocol ("plateau") or fixed-length cosine
+    schedule: str | None = "plateau"
+    epochs: int | None = 30  # students: pseudo-epochs for schedule="cosine"
+    compute_dtype: str | None = "float32"
+    epoch_loop: str = "auto"  # "scan" (one lax.scan per pseudo-epoch), "python", "auto"
+    eval_batch_size: int = 500
+
+    # --- output --------------------------------------------------------------------------
+    out_dir: str | None = None  # the run folder; None = keep nothing on disk
+    progress: bool = True
+
+    def _check_run_fields(self) -> None:
+        """Raise ValueError naming the bad value of a shared field and the accepted ones."""
+        _choice("schedule", self.schedule, self._SCHEDULES)
+        _choice("compute_dtype", self.compute_dtype, self._COMPUTE_DTYPES)
+        _choice("epoch_loop", self.epoch_loop, EPOCH_LOOPS)
+        for name in ("batch_size", "epochs", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name}={v!r} must be a positive int")
+            if v < 1:
+                raise ValueError(f"{name}={v} must be >= 1")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        from ckd_jax.data.specs import check_spec_dict
+
+        check_spec_dict(self.data_spec)
+
+
+@dataclass(frozen=True)
+class DistillConfig(RunConfig):
+    """A student run (or a population of runs sharing one method and budget); the data,
+    optimiser, schedule and output fields are `RunConfig`'s.
 
     Population members are the cross product `seeds x learning_rates`; each seed draws its own
     budgeted subset and split (as in the paper) and its own student initialisation.
@@ -107,14 +207,6 @@ class DistillConfig:
     teacher_feature_dtype: str = "float32"  # cached teacher features: float32 or bfloat16
 
     # --- data and budget ---------------------------------------------------------------------
-    dataset: str = "digits"
-    data_path: str | None = None
-    data_dir: str | None = None
-    # Preprocessing (docs/data.md): any of crop_size, padding, flip, mean, std, eval_crop over
-    # the dataset's registered spec; for a dataset without one (an .npz of your own, images in
-    # memory) the rest is derived from the training images (side, side // 8, no flip, their
-    # per-channel mean and std), computed once and recorded in the run's config.json.
-    data_spec: dict | None = None
     subset_size: int | None = 250
     budget: int | None = None  # alternative to subset_size: B teacher calls (S = B / 0.8)
     labelled_remainder: bool = False  # rest of the train split keeps labels (CE), no teacher
@@ -134,25 +226,17 @@ class DistillConfig:
     student_kwargs: dict = field(default_factory=dict)
 
     # --- optimisation ------------------------------------------------------------------------
-    batch_size: int = 64  # samples per step (tuples per step for CKD)
     learning_rates: tuple[float, ...] = (0.05,)
     seeds: tuple[int, ...] = (1,)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    compute_dtype: str = "float32"
-    epoch_loop: str = "auto"  # "scan" (one lax.scan per pseudo-epoch), "python", "auto"
     # How the population's members run: "vmap" (one program for all, the accelerator path),
     # "sequential" (one after another through the program compiled for one member; on XLA:CPU
     # the vmap costs 2.5-2.8x per image), "auto" (sequential on CPU, vmap elsewhere).
     member_loop: str = "auto"
 
     # --- protocol ----------------------------------------------------------------------------
-    schedule: str = "plateau"  # the paper's early-stopping protocol, or fixed-length cosine
-    epochs: int = 30  # pseudo-epochs for schedule="cosine"
     patience: int = 50
     max_lr_drops: int = 3
     max_epochs: int = 1000
-    eval_batch_size: int = 500
     # "none": validation and test on raw logits (the paper). "table": before every validation
     # each member's logit offset is estimated on its own teacher-labelled images and their
     # cached teacher logits (no teacher call, no validation or test data) and subtracted, so
@@ -167,7 +251,6 @@ class DistillConfig:
     also_select_raw: bool = False
 
     # --- output ------------------------------------------------------------------------------
-    out_dir: str | None = None
     # A checkpoint is written after a pseudo-epoch once at least `checkpoint_every` pseudo-epochs
     # (0: never) and `checkpoint_seconds` of wall time have passed since the last one, and at
     # the end. A killed run reruns the pseudo-epochs since then and gets the same result.
@@ -177,7 +260,6 @@ class DistillConfig:
     # reported figure) and on the last weights. eval_test_every = N > 0 also logs a test curve
     # every N pseudo-epochs in metrics.jsonl (it never takes part in any decision).
     eval_test_every: int = 0
-    progress: bool = True
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -259,11 +341,7 @@ class DistillConfig:
         from ckd_jax.models import model_names
         from ckd_jax.train.methods import method_names
 
-        def choice(name, value, accepted):
-            if value not in accepted:
-                raise ValueError(f"{name}={value!r} is not supported; accepted: "
-                                 f"{', '.join(map(str, accepted))}")
-
+        choice = _choice
         choice("method", self.method, method_names())
         choice("student", self.student, model_names())
         resolved = self.with_teacher()  # teacher None: from teacher.json (an error if it clashes)
@@ -273,16 +351,11 @@ class DistillConfig:
         choice("ckd_form", self.ckd_form, ("mse", "kl"))
         choice("ckd_combine", self.ckd_combine, ("diff", "add", "interp"))
         choice("mix_soft", self.mix_soft, ("ce", "kd"))
-        choice("schedule", self.schedule, SCHEDULES)
         choice("group_forward", self.group_forward, GROUP_FORWARDS)
-        choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
-        choice("epoch_loop", self.epoch_loop, EPOCH_LOOPS)
         choice("member_loop", self.member_loop, MEMBER_LOOPS)
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
-        from ckd_jax.data.specs import check_spec_dict
-
-        check_spec_dict(self.data_spec)
+        self._check_run_fields()
         if self.calibration == "table":
             from ckd_jax.train.methods import build_method
 
@@ -319,7 +392,7 @@ class DistillConfig:
             v = getattr(self, name)
             if v is not None and v < 2:
                 raise ValueError(f"{name}={v} must be >= 2")
-        for name in ("batch_size", "epochs", "patience", "max_epochs", "eval_batch_size"):
+        for name in ("patience", "max_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("checkpoint_every", "eval_test_every"):

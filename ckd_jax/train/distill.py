@@ -48,7 +48,7 @@ from ckd_jax.logit_table import (
 )
 from ckd_jax.models import create_model
 from ckd_jax.train import engine as S
-from ckd_jax.train.config import DistillConfig
+from ckd_jax.train.config import DistillConfig, make_step_spec
 from ckd_jax.train.methods import Method, build_method
 from ckd_jax.train.optim import plateau_drop
 from ckd_jax.train.protocol import PlateauProtocol
@@ -434,13 +434,9 @@ def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
 
 def _step_spec(cfg: DistillConfig, prep: _Prepared, n_train: int) -> S.StepSpec:
     """The static facts the compiled step is specialised on."""
-    d = prep.spec
-    steps = S.steps_per_pseudo_epoch(n_train, cfg.batch_size)
-    return S.StepSpec(
-        batch_size=cfg.batch_size, steps_per_epoch=steps, n_train=n_train,
-        crop_size=d.crop_size, padding=d.padding, flip=d.flip, mean=tuple(d.mean),
-        std=tuple(d.std), eval_crop=d.eval_crop, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, schedule=cfg.schedule, total_steps=steps * cfg.epochs,
+    return make_step_spec(
+        prep.spec, n_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
         compute_dtype=cfg.compute_dtype, group_forward=cfg.group_forward,
         has_remainder=cfg.labelled_remainder, remainder_weight=cfg.remainder_weight,
         use_pool=bool(cfg.tuple_pool))

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ckd_jax import losses as L
 
@@ -113,12 +114,31 @@ def _ce_kd(x: LossInputs, cfg, w_kd: float):
 
 
 def _build_ce(cfg) -> Method:
-    def loss(x: LossInputs):
-        ce = L.cross_entropy(x.logits, x.labels)
-        return ce, x.extra_state, {"ce": ce}
+    """Cross-entropy with the labels, no teacher: a student trained alone (DistillConfig), or a
+    supervised teacher (TeacherConfig: its `label_smoothing`, and the batch's accuracy as the
+    metric "acc", the teacher log's train_acc)."""
+    smoothing = getattr(cfg, "label_smoothing", None)
+    if smoothing is None:  # a student: metrics {"ce"}, no hyper-parameters
+        def loss(x: LossInputs):
+            ce = L.cross_entropy(x.logits, x.labels)
+            return ce, x.extra_state, {"ce": ce}
 
-    return Method("ce", "sample", loss, uses_teacher=False,
-                  description="student trained alone with cross-entropy (no teacher)")
+        return Method("ce", "sample", loss, uses_teacher=False,
+                      description="student trained alone with cross-entropy (no teacher)")
+
+    def teacher_loss(x: LossInputs):
+        if smoothing:
+            targets = optax.smooth_labels(jax.nn.one_hot(x.labels, x.logits.shape[-1]),
+                                          smoothing)
+            ce = optax.softmax_cross_entropy(x.logits, targets).mean()
+        else:
+            ce = L.cross_entropy(x.logits, x.labels)
+        acc = jnp.mean(jnp.argmax(x.logits, -1) == x.labels)
+        return ce, x.extra_state, {"ce": ce, "acc": acc}
+
+    return Method("ce", "sample", teacher_loss, uses_teacher=False,
+                  description="supervised teacher: cross-entropy on the full training split",
+                  hyper={"label_smoothing": smoothing})
 
 
 def _build_kd(cfg) -> Method:
@@ -487,7 +507,7 @@ def variant_overrides(name: str, what: str = "variant") -> dict:
 
 
 def build_method(cfg) -> Method:
-    """The `Method` for a (validated) `DistillConfig`."""
+    """The `Method` for a (validated) `DistillConfig`, or a `TeacherConfig` (method "ce")."""
     if cfg.method not in _BUILDERS:
         raise ValueError(f"unknown method {cfg.method!r}; available: {', '.join(_BUILDERS)}")
     if hasattr(cfg, "with_teacher"):  # teacher None: the recorded or default one (config.py)

@@ -9,9 +9,10 @@ Recipes (`TeacherConfig.recipe`):
 Any field left None takes the recipe's value; explicit fields override it.
 
 A teacher is a configuration of the one training engine (`ckd_jax.train.engine`), not a second
-engine: a population of one member whose data is the whole training split, the method "ce"
-(`teacher_method`: cross-entropy, optional label smoothing), and the recipe's schedule in the
-StepSpec (`teacher_step_spec`; the schedules and torch-style SGD are `ckd_jax.train.optim`).
+engine: a population of one member whose data is the whole training split, the method "ce" of
+`ckd_jax.train.methods` (cross-entropy, `label_smoothing` as its option), and the recipe's
+schedule in the StepSpec (`teacher_step_spec` over `config.make_step_spec`; the schedules and
+torch-style SGD are `ckd_jax.train.optim`).
 One epoch is one call of `engine.make_train_epoch` (a `lax.scan` on accelerators, a host loop
 of one compiled step on CPU, chosen there): ceil(N / batch) steps over a permutation of the
 training set, the last partial batch filled from a second permutation (every step has a static
@@ -29,6 +30,7 @@ last epoch's weights by default (RepDistiller's released teachers are last-epoch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -36,24 +38,23 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ckd_jax.checkpoint import Checkpointer
-from ckd_jax.losses import cross_entropy
 from ckd_jax.train import choices, optim
 from ckd_jax.train import engine as S
-from ckd_jax.train.engine import MemberData, StepSpec, steps_per_pseudo_epoch
-from ckd_jax.train.methods import LossInputs, Method
+from ckd_jax.train.config import RunConfig, make_step_spec
+from ckd_jax.train.engine import MemberData, StepSpec
+from ckd_jax.train.methods import build_method
 
 __all__ = ["TeacherConfig", "TeacherResult", "RECIPES", "train_teacher", "load_teacher",
-           "teacher_method", "teacher_step_spec", "teacher_data", "epoch_keys"]
+           "teacher_step_spec", "teacher_data", "epoch_keys"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(epochs=240, batch_size=64, lr=0.05, schedule="multistep", warmup_epochs=0,
@@ -66,7 +67,7 @@ COMPUTE_DTYPES = (*choices.COMPUTE_DTYPES, "auto")  # auto: bfloat16 on an accel
 # The paper's milestones as fractions of its 240 epochs: 150/240, 180/240, 210/240.
 PAPER_MILESTONE_FRACTIONS = (0.625, 0.75, 0.875)
 # Fields that may differ between a run and its resumption.
-_RESUME_FREE = ("out", "data_dir", "data_path", "resume", "progress", "eval_batch_size")
+_RESUME_FREE = ("out_dir", "out", "data_dir", "data_path", "resume", "progress", "eval_batch_size")
 
 CHECKPOINT_SUBDIR = "checkpoints"
 LOG_FILE = "log.jsonl"
@@ -75,25 +76,22 @@ CHECKPOINT_LAYOUT = "engine-v1"  # {"state": engine.TrainState of one member}
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """One teacher-training run. None fields take the value of `recipe` (see RECIPES)."""
+class TeacherConfig(RunConfig):
+    """One teacher-training run: `RunConfig`'s data, optimiser, schedule and output folder
+    (`out_dir`; the old name `out` is accepted too) plus the teacher's own fields. None fields
+    take the value of `recipe` (see RECIPES)."""
 
-    dataset: str = "digits"
+    _SCHEDULES: ClassVar[tuple[str, ...]] = SCHEDULES
+    _COMPUTE_DTYPES: ClassVar[tuple[str, ...]] = COMPUTE_DTYPES
+    method: ClassVar[str] = "ce"  # the methods registry's, with `label_smoothing` (not a field)
+
     model: str = "tiny_cnn"
     model_kwargs: dict = field(default_factory=dict)
-    # Preprocessing: any of crop_size, padding, flip, mean, std, eval_crop over the dataset's
-    # registered spec; for data without one the rest is derived from the training images
-    # (docs/data.md). The spec used is recorded in teacher.json (`data_spec`).
-    data_spec: dict | None = None
-    out: str | None = None  # run directory; None = keep nothing on disk (no checkpoints)
-    data_dir: str | None = None
-    data_path: str | None = None
+    # data_spec (RunConfig): the spec used is recorded in teacher.json (`data_spec`).
     recipe: str = "paper"
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str | None = None
     milestones: tuple[int, ...] | None = None  # multistep epochs; None = 5/8, 3/4, 7/8 of epochs
@@ -103,9 +101,12 @@ class TeacherConfig:
     compute_dtype: str | None = None  # "float32", "bfloat16" or "auto" (bf16 on GPU/TPU)
     seed: int = 0
     eval_batch_size: int = 1000
-    epoch_loop: str = "auto"  # "scan", "python" or "auto" (see make_train_epoch)
     resume: bool = False
-    progress: bool = True
+
+    @property
+    def out(self) -> str | None:
+        """The run folder under its old name (`out_dir`)."""
+        return self.out_dir
 
     def resolved(self) -> TeacherConfig:
         """A copy with every None recipe field filled in (and milestones made explicit)."""
@@ -127,27 +128,11 @@ class TeacherConfig:
         c = self.resolved()
         if c.model not in model_names():
             raise ValueError(f"unknown model {c.model!r}; available: {', '.join(model_names())}")
-
-        def pos_int(name):
-            v = getattr(c, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            pos_int(name)
+        c._check_run_fields()  # data, optimiser, schedule: shared with DistillConfig
         if isinstance(c.seed, bool) or not isinstance(c.seed, int):
             raise ValueError(f"seed must be an int, got {c.seed!r}")
         if not isinstance(c.lr, (int, float)) or not c.lr > 0:
             raise ValueError(f"lr must be a positive number, got {c.lr!r}")
-        if not 0 <= c.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {c.momentum!r}")
-        if c.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {c.weight_decay!r}")
-        if c.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {c.schedule!r}; choose one of {SCHEDULES}")
-        if c.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"unknown compute_dtype {c.compute_dtype!r}; choose one of "
-                             f"{COMPUTE_DTYPES}")
         if not 0 <= c.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {c.label_smoothing!r}")
         if not 0 < c.lr_factor <= 1:
@@ -160,14 +145,8 @@ class TeacherConfig:
         if c.schedule == "cosine" and not 0 <= c.warmup_epochs < c.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs={c.epochs}), got "
                              f"{c.warmup_epochs!r}")
-        if c.epoch_loop not in choices.EPOCH_LOOPS:
-            raise ValueError(f"epoch_loop must be one of {choices.EPOCH_LOOPS}, got "
-                             f"{c.epoch_loop!r}")
         if not isinstance(c.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict, got {c.model_kwargs!r}")
-        from ckd_jax.data.specs import check_spec_dict
-
-        check_spec_dict(c.data_spec)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
@@ -177,6 +156,23 @@ class TeacherConfig:
         return d
 
 
+def _accept_old_names(init):
+    """TeacherConfig(out=...) (the name before RunConfig) is TeacherConfig(out_dir=...)."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "out" in kwargs:
+            if "out_dir" in kwargs:
+                raise TypeError("give the run folder once: out_dir or its old name out")
+            kwargs["out_dir"] = kwargs.pop("out")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+TeacherConfig.__init__ = _accept_old_names(TeacherConfig.__init__)
+
+
 class TeacherResult(NamedTuple):
     """What `train_teacher` returns.
 
@@ -184,7 +180,7 @@ class TeacherResult(NamedTuple):
     test_acc / test_top5: of those last-epoch weights (fractions in [0, 1]).
     best_test_acc, best_epoch: the best epoch by test accuracy (checkpoint kept on disk).
     history: one dict per epoch (the lines of log.jsonl).
-    run_dir: the run directory, or None when `config.out` is None.
+    run_dir: the run directory, or None when `config.out_dir` is None.
     wall_time_s: this call's wall time, data loading and compilation included.
     """
 
@@ -199,49 +195,14 @@ class TeacherResult(NamedTuple):
 
 
 # ------------------------------------------------- the teacher as a configuration of the engine
-def _resolve_dtype(compute_dtype: str) -> str:
-    """"auto" -> "bfloat16" on GPU/TPU, "float32" on CPU (the StepSpec's compute_dtype)."""
-    if compute_dtype == "auto":
-        return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
-    return compute_dtype
-
-
-def teacher_method(label_smoothing: float = 0.0) -> Method:
-    """The engine's method "ce" as a teacher uses it: cross-entropy with the labels (optionally
-    label-smoothed), no teacher; metrics {"ce", "acc"} (train accuracy of the batch)."""
-
-    def loss(x: LossInputs):
-        if label_smoothing:
-            targets = optax.smooth_labels(jax.nn.one_hot(x.labels, x.logits.shape[-1]),
-                                          label_smoothing)
-            ce = optax.softmax_cross_entropy(x.logits, targets).mean()
-        else:
-            ce = cross_entropy(x.logits, x.labels)
-        acc = jnp.mean(jnp.argmax(x.logits, -1) == x.labels)
-        return ce, x.extra_state, {"ce": ce, "acc": acc}
-
-    return Method("ce", "sample", loss, uses_teacher=False,
-                  description="supervised teacher: cross-entropy on the full training split",
-                  hyper={"label_smoothing": label_smoothing})
-
-
 def teacher_step_spec(c: TeacherConfig, spec: Any, n_train: int) -> StepSpec:
     """The StepSpec of a resolved TeacherConfig: one member, the whole training split, the
-    recipe's schedule (milestones / warm-up converted to global steps)."""
-    steps = steps_per_pseudo_epoch(n_train, c.batch_size)
-    total = c.epochs * steps
-    return StepSpec(
-        batch_size=c.batch_size, steps_per_epoch=steps, n_train=n_train,
-        crop_size=spec.crop_size, padding=spec.padding, flip=spec.flip, mean=tuple(spec.mean),
-        std=tuple(spec.std), eval_crop=spec.eval_crop, momentum=c.momentum,
-        weight_decay=c.weight_decay, schedule=c.schedule,
-        total_steps=max(total, 2) if c.schedule == "onecycle" else total,
-        compute_dtype=_resolve_dtype(c.compute_dtype), group_forward="joint",
-        has_remainder=False, remainder_weight=0.0, use_pool=False, nesterov=c.nesterov,
-        milestones=tuple(m * steps for m in (c.milestones or ()))
-        if c.schedule == "multistep" else (),
-        lr_factor=c.lr_factor,
-        warmup_steps=(c.warmup_epochs or 0) * steps if c.schedule == "cosine" else 0)
+    recipe's schedule (`config.make_step_spec` turns epochs into global steps)."""
+    return make_step_spec(
+        spec, n_train, batch_size=c.batch_size, epochs=c.epochs, momentum=c.momentum,
+        weight_decay=c.weight_decay, schedule=c.schedule, compute_dtype=c.compute_dtype,
+        group_forward="joint", remainder_weight=0.0, nesterov=c.nesterov,
+        milestones=c.milestones, lr_factor=c.lr_factor, warmup_epochs=c.warmup_epochs)
 
 
 def teacher_data(images: np.ndarray, labels: np.ndarray, num_classes: int) -> MemberData:
@@ -358,7 +319,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
     Returns:
       TeacherResult (last-epoch variables, accuracies, history, run_dir, wall time).
 
-    Files in `config.out` (if set): checkpoints/ (orbax: latest + best by test_acc),
+    Files in `config.out_dir` (if set): checkpoints/ (orbax: latest + best by test_acc),
     log.jsonl (one JSON object per epoch), teacher.json (summary, written at the end).
     """
     t_start = time.time()
@@ -366,7 +327,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
     config.validate()
     c = config.resolved()
-    run_dir = os.path.abspath(c.out) if c.out else None
+    run_dir = os.path.abspath(c.out_dir) if c.out_dir else None
     ckpt_dir = os.path.join(run_dir, CHECKPOINT_SUBDIR) if run_dir else None
 
     # --- every check before any work: run dir, data, model/input compatibility -------------
@@ -418,7 +379,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
     # --- the engine: one member, the full split, method "ce", the recipe's schedule ---------
     step_spec = teacher_step_spec(c, spec, n_train)
-    method = teacher_method(c.label_smoothing)
+    method = build_method(c)  # the registry's "ce" with the teacher's label smoothing
     put = lambda tree: jax.device_put(tree, NamedSharding(mesh, P()))  # replicated
     state = put(S.init_state(model, method, jax.random.PRNGKey(c.seed)[None],
                              jnp.asarray([c.lr], jnp.float32), in_shape, num_classes, n_train))
