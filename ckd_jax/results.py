@@ -146,6 +146,28 @@ def collect_rows(sweep_dir: str, finished_only: bool = True,
     return rows
 
 
+def variant_of_config(config: dict) -> str:
+    """The name a `distill.py` run's config.json answers to: the most specific
+    `methods.VARIANTS` entry whose every override the config holds, else its method."""
+    from ckd_jax.train.methods import VARIANTS
+
+    best, best_size = config["method"], 0
+    for name, ov in VARIANTS.items():  # on a tie the first entry wins (ckd before ckd_k2)
+        if len(ov) > best_size and all(config.get(k) == v for k, v in ov.items()):
+            best, best_size = name, len(ov)
+    return best
+
+
+def single_run_rows(run_dir: str) -> list[dict]:
+    """Member rows of one `distill.py` run folder (config.json + summary.json, no cell.json):
+    its variant from the config (`variant_of_config`), its folder name as the cell."""
+    config = files.read_json(os.path.join(run_dir, "config.json"), what="run config",
+                             next_step="rerun the distill.py command that made it")
+    summary = read_summary(run_dir)
+    return rows_from_summary(summary, variant_of_config(config),
+                             os.path.basename(os.path.normpath(run_dir)))
+
+
 def write_jsonl(rows: Iterable[dict], path: str) -> None:
     """Write rows as JSON lines, atomically (a reader never sees half a file)."""
     files.write_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
@@ -156,6 +178,9 @@ def read_results(path: str) -> list[dict]:
     cells' summaries (whichever shards ran them), else its results.jsonl, else the union of its
     shards' results files (`SHARD_RESULTS_FILE`)."""
     if os.path.isdir(path):
+        if (os.path.exists(os.path.join(path, "summary.json"))
+                and not os.path.exists(os.path.join(path, CELL_FILE))):
+            return single_run_rows(path)
         rows = collect_rows(path)
         if rows:
             return rows
