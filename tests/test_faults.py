@@ -705,11 +705,12 @@ def test_sigint_saves_a_checkpoint_and_the_rerun_says_where_it_resumes(tmp_path,
     cfg = tiny_config(method="ce", out_dir=str(tmp_path / "run"), epochs=3,
                       checkpoint_seconds=3600.0, subset_size=40, eval_batch_size=400)
     kw = {}
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a pytest-xdist worker
     with pytest.raises(RunInterrupted, match=r"stopped by SIGINT after pseudo-epoch 1: "
                                              r"checkpoint of pseudo-epoch 1 saved in .*; to "
                                              r"resume, run "):
         run_distillation(cfg, on_epoch=lambda e: os.kill(os.getpid(), signal.SIGINT), **kw)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
     capsys.readouterr()
     summary = run_distillation(cfg, stop_after_epochs=1, **kw)
     assert "resumed from the checkpoint of pseudo-epoch 1" in capsys.readouterr().out
@@ -741,12 +742,13 @@ def test_teacher_sigint_stops_after_the_epoch_and_the_rerun_says_how_far_it_resu
                         out=str(tmp_path / "teacher"), epochs=3, batch_size=32,
                         progress=False)
     ckpt = tmp_path / "teacher" / "checkpoints"
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a pytest-xdist worker
     with pytest.raises(RunInterrupted, match=rf"^stopped by SIGINT after epoch 1: checkpoint "
                                              rf"of epoch 1 saved in {ckpt}; to resume, run "
                                              r".* --resume$"):
         train_teacher(cfg, train=train, test=test,
                       on_epoch_end=lambda row: os.kill(os.getpid(), signal.SIGINT))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
     assert sorted(os.listdir(ckpt)) == ["1"]
     capsys.readouterr()
     cfg = dataclasses.replace(cfg, resume=True)
