@@ -11,6 +11,18 @@ from ckd_jax.train.config import DistillConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def user_env(**extra: str) -> dict:
+    """The environment for a command a test starts as a user's shell would: one CPU device (not
+    the suite's eight, with which each device's share is too small for XLA to split a reduction
+    across threads), the suite's other ``XLA_FLAGS`` (its compile setting, tests/conftest.py),
+    and `extra`."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                if not f.startswith("--xla_force_host_platform_device_count"))
+    env.update(extra)
+    return env
+
+
 def load_experiment(name: str):
     """`experiments/<name>.py` as a fresh module object (the scripts are not a package)."""
     spec = importlib.util.spec_from_file_location(

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiments_support import user_env  # tests/ is on sys.path
 
 from ckd_jax.checkpoint import Checkpointer
 from ckd_jax.train import optim
@@ -135,9 +136,8 @@ def _child_cmd(script, out, resume):
 
 
 def _env():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env = user_env(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
-    env.pop("XLA_FLAGS", None)
     return env
 
 

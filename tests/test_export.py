@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from engine_support import CountingTeacher, tiny_config  # tests/ is on sys.path
-from experiments_support import ROOT, run_main
+from experiments_support import ROOT, run_main, user_env
 
 from ckd_jax.data import dataset_spec, eval_view, load_train_test
 from ckd_jax.export import load_exported, read_exported, select_member
@@ -60,8 +60,7 @@ def calibrated_run(tmp_path_factory):
 
 
 def _cli(*args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = user_env(JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "export.py"),
                            *args], capture_output=True, text=True, env=env, timeout=300,
                           cwd=ROOT)

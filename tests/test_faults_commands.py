@@ -15,7 +15,7 @@ import textwrap
 
 import jax
 import numpy as np
-from experiments_support import ROOT
+from experiments_support import ROOT, user_env
 from faults_support import (
     QS_ARGS,
     QS_B,
@@ -29,10 +29,9 @@ from ckd_jax.logit_table import LogitTable, build_or_load_logit_table
 
 
 def _env():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1",
-               PYTHONWARNINGS="ignore")
+    env = user_env(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1",
+                   PYTHONWARNINGS="ignore")
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
-    env.pop("XLA_FLAGS", None)
     env.pop("CKD_JAX_TRACEBACK", None)
     return env
 

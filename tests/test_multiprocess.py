@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from engine_support import CountingTeacher  # tests/ is on sys.path
+from experiments_support import user_env
 from multiprocess_worker import config
 
 from ckd_jax.train.distill import run_distillation
@@ -30,8 +31,8 @@ def _free_port() -> int:
 
 
 def _run_processes(n, devices_each, table_dir, out_dir, result_dir):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    env = user_env(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices_each}"
     port = _free_port()
     procs = [subprocess.Popen(
         [sys.executable, WORKER, str(i), str(n), str(port), table_dir, out_dir,

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from engine_support import tiny_config  # tests/ is on sys.path
-from experiments_support import ROOT
+from experiments_support import ROOT, user_env
 
 from ckd_jax.data import DatasetSpec, ImageSet, image_stats, resolve_spec
 from ckd_jax.train.distill import run_distillation
@@ -101,8 +101,7 @@ def test_own_data_example_runs_as_documented(tmp_path):
     (commands,) = _blocks("bash")
     exec(compile(code.replace('"my_data.npz"', repr(str(tmp_path / "my_data.npz"))),
                  "docs/data.md", "exec"), {})
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
+    env = user_env(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     lines = commands.replace("\\\n", " ").strip().splitlines()
     assert [shlex.split(ln)[1] for ln in lines] == [
         "experiments/train_teacher.py", "experiments/sweep.py", "experiments/report.py",

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from experiments_support import ROOT, load_experiment  # tests/ on sys.path
+from experiments_support import ROOT, load_experiment, user_env  # tests/ on sys.path
 
 from ckd_jax import jobs as J
 from ckd_jax import results as R
@@ -64,10 +64,7 @@ def _best_weights(out: str) -> dict[str, np.ndarray]:
     return got
 
 
-def _user_env() -> dict:
-    """The environment of a user's shell: one CPU device, not the suite's eight (with eight,
-    each device's share is too small for XLA to split a reduction across threads at all)."""
-    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+_user_env = user_env  # one CPU device, as in a user's shell (experiments_support.user_env)
 
 
 def _sweep_cli(argv: list[str]) -> subprocess.CompletedProcess:

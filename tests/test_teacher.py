@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from experiments_support import run_main  # tests/ is on sys.path
+from experiments_support import run_main, user_env  # tests/ is on sys.path
 
 from ckd_jax.data import DatasetSpec, ImageSet, dataset_spec, load_train_test
 from ckd_jax.models import create_model
@@ -228,8 +228,7 @@ def test_bad_split_inputs(tmp_path):
 
 
 def _cli(*args, timeout=600):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = user_env(JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "train_teacher.py"),
                            *args], capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=ROOT)
