@@ -30,6 +30,15 @@ RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds",
 # Where files lie: a moved or copied run must still match (docs/files.md). What they hold is
 # checked by content instead: the logit tables record the hash of their images and teacher.
 PATH_FIELDS = ("out_dir", "logit_table_dir", "data_path", "data_dir", "teacher_checkpoint")
+# The evaluation batch changes no weight, only the float reduction order of an accuracy. A
+# student's validation steers its protocol, so a student resume must keep it; a teacher's test
+# evaluation takes no part in its training, so a teacher may change it; and a sweep reuses a
+# finished result across it (experiments/sweep.py).
+EVAL_BATCH_FIELDS = ("eval_batch_size",)
+# The fields a teacher run (train/supervised.py) may change between a run and its resumption:
+# the above, and `resume` itself (what to do, not what to compute). The one list a teacher
+# checks its checkpoint's config against; a student checks `DistillConfig.differs_from_saved`.
+TEACHER_RESUME_FREE = (*RESULT_INVARIANT_FIELDS, *PATH_FIELDS, *EVAL_BATCH_FIELDS, "resume")
 DEFAULT_TEACHER = "tiny_cnn"  # the teacher when neither the config nor a teacher.json names one
 TEACHER_RECORD = "teacher.json"  # what experiments/train_teacher.py writes into its run dir
 

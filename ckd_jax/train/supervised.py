@@ -22,8 +22,9 @@ orbax checkpoint of the engine state is written (the latest every epoch and the 
 accuracy, `ckd_jax.checkpoint.Checkpointer`). Around the epochs runs the students' run loop
 (`ckd_jax.train.runloop`: the run folder's resume check, log, checkpoints, summary, progress
 bar, Ctrl-C); only the epoch body and the files above are the teacher's. `resume=True`
-continues from the latest checkpoint and reproduces an uninterrupted run exactly (epoch e's
-randomness is `fold_in(PRNGKey(seed), e)`, as for students).
+continues from the latest checkpoint (its config may differ only in `config.TEACHER_RESUME_FREE`)
+and reproduces an uninterrupted run exactly (epoch e's randomness is
+`fold_in(PRNGKey(seed), e)`, as for students).
 
 Selecting a teacher by *test* accuracy would leak the test set, so `load_teacher` returns the
 last epoch's weights by default (RepDistiller's released teachers are last-epoch weights too).
@@ -50,7 +51,7 @@ from jax.sharding import PartitionSpec as P
 from ckd_jax.checkpoint import Checkpointer
 from ckd_jax.train import choices, optim
 from ckd_jax.train import engine as S
-from ckd_jax.train.config import RunConfig, make_step_spec
+from ckd_jax.train.config import TEACHER_RESUME_FREE, RunConfig, make_step_spec
 from ckd_jax.train.engine import MemberData, StepSpec
 from ckd_jax.train.methods import build_method
 from ckd_jax.train.runloop import CHECKPOINT_SUBDIR, EpochLoop, RunFolder, check_run_folder
@@ -68,9 +69,6 @@ SCHEDULES = choices.TEACHER_SCHEDULES
 COMPUTE_DTYPES = (*choices.COMPUTE_DTYPES, "auto")  # auto: bfloat16 on an accelerator
 # The paper's milestones as fractions of its 240 epochs: 150/240, 180/240, 210/240.
 PAPER_MILESTONE_FRACTIONS = (0.625, 0.75, 0.875)
-# Fields that may differ between a run and its resumption.
-_RESUME_FREE = ("out_dir", "out", "data_dir", "data_path", "resume", "progress", "eval_batch_size")
-
 LOG_FILE = "log.jsonl"
 SUMMARY_FILE = "teacher.json"
 CHECKPOINT_LAYOUT = "engine-v1"  # {"state": engine.TrainState of one member}
@@ -289,7 +287,7 @@ def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
     saved = extra.get("config", {})
     now = c.to_dict()
     diff = {k: (saved.get(k), now[k]) for k in now
-            if k not in _RESUME_FREE and k in saved and saved.get(k) != now[k]}
+            if k not in TEACHER_RESUME_FREE and k in saved and saved.get(k) != now[k]}
     if diff:
         raise ValueError(f"cannot resume from {ckpt_dir}: its config differs in "
                          + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in diff.items()))
