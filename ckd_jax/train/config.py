@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ckd_jax.train.choices import COMPUTE_DTYPES, EPOCH_LOOPS, MEMBER_LOOPS
 from ckd_jax.train.choices import STUDENT_SCHEDULES as SCHEDULES
+
+if TYPE_CHECKING:
+    from ckd_jax.train.methods import Method
 
 GROUP_FORWARDS = ("separate", "joint")
 TEACHER_VIEWS = ("augmented", "clean")
@@ -324,17 +327,18 @@ class DistillConfig(RunConfig):
         match."""
         return _without_invariant_fields(json.loads(self.to_json()))
 
-    def differs_from_saved(self, path: str) -> list[str]:
+    def differs_from_saved(self, path: str, *, resolved: bool = False) -> list[str]:
         """Fields (outside RESULT_INVARIANT_FIELDS and PATH_FIELDS) in which the config.json at
         `path` differs from this config; [] when a run stored there can be resumed or reused
         as it is, wherever it and its inputs lie now. A missing or damaged file is one line
-        (FileNotFoundError / `ckd_jax.files.DamagedFile`) naming it."""
+        (FileNotFoundError / `ckd_jax.files.DamagedFile`) naming it. resolved=True: this
+        config's teacher is filled in already (`resolve`), so teacher.json is not read again."""
         from ckd_jax.files import read_json
 
         saved = _without_invariant_fields(read_json(
             path, what="run config", next_step="the run cannot be checked against this "
             "command: use another out_dir, or delete that run folder to run it again"))
-        now = self.with_teacher().results_dict()
+        now = (self if resolved else self.with_teacher()).results_dict()
         # A field an older config.json lacks had its default then (new fields keep the old
         # behaviour as their default), so a run saved before it was added still matches.
         default = DistillConfig().results_dict()
@@ -347,6 +351,24 @@ class DistillConfig(RunConfig):
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""
+        self._checked()
+        return self
+
+    def resolve(self) -> tuple[DistillConfig, Method]:
+        """Validate, and resolve what lies outside the config once: (this config with its
+        teacher filled in from teacher.json (`with_teacher`), its `methods.Method`). What
+        `run_distillation` works with from then on; nothing below it reads teacher.json or
+        builds the method again."""
+        resolved, method = self._checked()
+        if method is None:
+            from ckd_jax.train.methods import build_method
+
+            method = build_method(resolved, resolved=True)
+        return resolved, method
+
+    def _checked(self) -> tuple[DistillConfig, Method | None]:
+        """The checks of `validate`; returns (the config with its teacher resolved, the Method
+        when a check needed it, else None)."""
         from ckd_jax.models import model_names
         from ckd_jax.train.methods import method_names
 
@@ -365,10 +387,12 @@ class DistillConfig(RunConfig):
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
         self._check_run_fields()
+        method = None
         if self.calibration == "table":
             from ckd_jax.train.methods import build_method
 
-            if not build_method(resolved).uses_teacher:
+            method = build_method(resolved, resolved=True)
+            if not method.uses_teacher:
                 raise ValueError(
                     f"calibration='table' needs a logit table, but method={self.method!r} "
                     "makes no teacher call and has none; use calibration='none'")
@@ -435,7 +459,7 @@ class DistillConfig(RunConfig):
             raise ValueError(f"cc_feat_dim={self.cc_feat_dim!r} must be an int >= 1")
         if self.w_extra is not None and not self.w_extra >= 0:
             raise ValueError(f"w_extra={self.w_extra} must be >= 0 or None (the paper's value)")
-        return self
+        return resolved, method
 
 
 def _parse_value(text: str, current, annotation: str = ""):

@@ -1,7 +1,9 @@
 """One distillation run (a population of students) from a `DistillConfig`, end to end.
 
 `run_distillation(config)`:
-  1. validates the config and loads the data; draws each seed's budgeted subset and split;
+  1. validates and resolves the config once (`DistillConfig.resolve`: the teacher recorded in
+     teacher.json, the method), passed down from there; loads the data; draws each seed's
+     budgeted subset and split;
   2. checks every existing logit table against the run (dataset, indices, teacher), loads the
      teacher only if a table is missing, and fails on any mismatch *before* writing anything;
   3. creates the output directory, builds the missing tables (the only teacher calls);
@@ -50,7 +52,7 @@ from ckd_jax.logit_table import (
 from ckd_jax.models import create_model
 from ckd_jax.train import engine as S
 from ckd_jax.train.config import DistillConfig, make_step_spec
-from ckd_jax.train.methods import Method, build_method
+from ckd_jax.train.methods import Method
 from ckd_jax.train.optim import plateau_drop
 from ckd_jax.train.protocol import PlateauProtocol
 from ckd_jax.train.runloop import EpochLoop, RunFolder, json_default
@@ -117,17 +119,16 @@ class _Prepared:
                  rebuild_tables: bool = False, train=None, test=None):
         from ckd_jax.budget import select_budget
 
-        config.validate()
-        # teacher / teacher_kwargs left None: those recorded in the teacher run dir's
-        # teacher.json; the resolved values are what config.json and the tables record.
-        config = config.with_teacher()
+        # Validated and resolved once (`DistillConfig.resolve`): teacher / teacher_kwargs left
+        # None take those recorded in the teacher run dir's teacher.json (what config.json and
+        # the tables record), and the method is built; nothing later does either again.
+        config, self.method = config.resolve()
         self.train, self.test = _load_data(config, train, test)
         if train is not None:  # in-memory data: the run records the data's own name
             config = config.replace(dataset=self.train.name)
         self.spec, recorded = _data_spec(config, self.train)
         if recorded is not None:  # derived from the data (or completed): config.json says so
             config = config.replace(data_spec=recorded)
-        self.method = build_method(config)
         table_dir = None
         if self.method.uses_teacher:  # one place per teacher by default; config.json says it
             table_dir = table_folder(config.logit_table_dir, config.teacher_checkpoint,
@@ -506,7 +507,7 @@ def _restore_or_start(cfg: DistillConfig, folder: RunFolder, template: dict,
         write_atomic(config_path, cfg.to_json())
         folder.remove_log()
         return None
-    changed = cfg.differs_from_saved(config_path)
+    changed = cfg.differs_from_saved(config_path, resolved=True)
     if changed:
         raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
                          f"(differs in {changed}); use a new out_dir or resume=False")
