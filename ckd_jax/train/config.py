@@ -242,7 +242,8 @@ class DistillConfig(RunConfig):
     seeds: tuple[int, ...] = (1,)
     # How the population's members run: "vmap" (one program for all, the accelerator path),
     # "sequential" (one after another through the program compiled for one member; on XLA:CPU
-    # the vmap costs 2.5-2.8x per image), "auto" (sequential on CPU, vmap elsewhere).
+    # the vmap takes 2.1-2.7x as long, docs/performance.md), "auto" (sequential on CPU, vmap
+    # elsewhere).
     member_loop: str = "auto"
 
     # --- protocol ----------------------------------------------------------------------------
