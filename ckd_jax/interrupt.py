@@ -37,22 +37,26 @@ def resume_hint(*flags: str) -> str:
 
 
 def stopped(signal_name: str, after: str, saved_in: str | None,
-            flags: tuple[str, ...] = ()) -> RunInterrupted:
+            flags: tuple[str, ...] = (), *,
+            unsaved: str = "the run has no output folder") -> RunInterrupted:
     """The one line a loop raises after a stop request: the checkpoint of `after` (e.g.
-    "epoch 3") saved in `saved_in` (None: nothing saved, the run has no folder) and the
+    "epoch 3") saved in `saved_in` (None: nothing saved, for the reason `unsaved`) and the
     command that resumes (`flags` added to it)."""
     if saved_in is None:
-        return RunInterrupted(f"stopped by {signal_name} after {after}: nothing saved (the run "
-                              "has no output folder), so a rerun starts over")
+        return RunInterrupted(f"stopped by {signal_name} after {after}: nothing saved "
+                              f"({unsaved}), so a rerun starts over")
     return RunInterrupted(f"stopped by {signal_name} after {after}: checkpoint of {after} "
                           f"saved in {saved_in}; to resume, run {resume_hint(*flags)}")
 
 
-def resume_line(run_dir: str, step: int | None, unit: str, total: int) -> str:
-    """What a rerun says before it trains: how far it resumed, or that it starts over."""
+def resume_line(run_dir: str, step: int | None, unit: str, total: int | None = None,
+                why: str = "") -> str:
+    """What a rerun says before it trains: how far it resumed (of `total`, when known), or that
+    it starts over (`why`, e.g. " (resume off)", said after "no checkpoint to resume from")."""
     if step is None:
-        return f"{run_dir}: no checkpoint to resume from: starting over from {unit} 0"
-    return f"{run_dir}: resumed from the checkpoint of {unit} {step} of {total}"
+        return f"{run_dir}: no checkpoint to resume from{why}: starting over from {unit} 0"
+    of = "" if total is None else f" of {total}"
+    return f"{run_dir}: resumed from the checkpoint of {unit} {step}{of}"
 
 
 class StopRequest:

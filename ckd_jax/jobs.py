@@ -1,9 +1,10 @@
 """Independent work in N worker processes, each pinned to its own CPU core(s): the engine of
 `experiments/sweep.py --jobs N`.
 
-Why processes and not threads: on XLA:CPU one process on two cores is slower than two
-processes with one core each (the README's "CPU speed" section has the measured ratio), and a
-cell of a sweep is independent of every other cell. Each worker is a fresh Python process
+Why processes and not threads: a cell of a sweep is independent of every other cell, and on
+XLA:CPU a one-thread process per core does at least the work of one process on several cores
+(626 against 644 core-seconds, with rows that do not depend on N: docs/performance.md, "A
+sweep with one worker per core"). Each worker is a fresh Python process
 started with a command line (the sweep's own command plus `--cell NAME`); it pins itself with
 `os.sched_setaffinity` (`become_worker`) before jax starts, so XLA sizes its thread pool to its
 own cores.

@@ -66,7 +66,8 @@ METHODS = ("ce", "kd", "ckd_k2", "ckd_k3", "mixup", "rkd", "crd")  # ckd_jax VAR
 DEFAULT_MODELS = ("resnet32", "wrn_16_2", "vgg8")
 DEFAULT_POPULATIONS = (1, 8, 32)
 DEFAULT_DTYPES = ("float32", "bfloat16")
-# CIFAR-100 statistics (PAPER.md protocol); the values only shift the synthetic inputs.
+# CIFAR-100 statistics (the cifar100 spec, ckd_jax/data/specs.py; the paper's protocol:
+# docs/method.md); the values only shift the synthetic inputs.
 _MEAN, _STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 

@@ -8,7 +8,7 @@ Writes <out>/config.json, metrics.jsonl (one line per member per pseudo-epoch), 
 summary table. The logit tables go beside the teacher run (<teacher>/logit_tables, reused by
 every run on that teacher) unless --set logit_table_dir=... says otherwise. `--set key=value`
 overrides any DistillConfig field (lists as comma-separated values, dicts as JSON). A named
-variant of sweep.py and the README (ckd_cal, ckd_anchor, mixup_kd, ...) is accepted as
+variant of sweep.py (docs/experiments.md; ckd_cal, ckd_anchor, mixup_kd, ...) is accepted as
 `--set variant=NAME` or `--set method=NAME`: its settings are applied first, so other `--set`s
 still override them.
 """

@@ -69,6 +69,7 @@ _jobs.become_worker()  # a --jobs worker: its own cores, before any jax backend 
 
 from ckd_jax import results as R  # noqa: E402
 from ckd_jax.train.config import (  # noqa: E402
+    EVAL_BATCH_FIELDS,
     PATH_FIELDS,
     RESULT_INVARIANT_FIELDS,
     DistillConfig,
@@ -76,8 +77,9 @@ from ckd_jax.train.config import (  # noqa: E402
 )
 from ckd_jax.train.methods import VARIANTS, variant_overrides  # noqa: E402,F401
 
-# Config fields that do not change a cell's results (may differ between reruns).
-_NON_SEMANTIC = {*RESULT_INVARIANT_FIELDS, *PATH_FIELDS, "eval_batch_size"}
+# Config fields that do not change a cell's results (may differ between reruns; the lists and
+# why each field is on them: ckd_jax/train/config.py).
+_NON_SEMANTIC = {*RESULT_INVARIANT_FIELDS, *PATH_FIELDS, *EVAL_BATCH_FIELDS}
 
 
 def load_base_config(spec: str | None) -> DistillConfig:

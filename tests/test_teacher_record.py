@@ -54,6 +54,35 @@ def test_run_takes_teacher_from_its_run_dir(teacher_dir, tmp_path):
     assert cfg.differs_from_saved(str(tmp_path / "run" / "config.json")) == []
 
 
+def test_a_run_reads_teacher_json_once_and_builds_its_method_once(teacher_dir, tmp_path,
+                                                                   monkeypatch):
+    """One run_distillation call resolves its config once (`DistillConfig.resolve`): teacher.json
+    is read once and the method built once, also when validation needs the method
+    (calibration="table") and when the run resumes (its config.json checked)."""
+    import ckd_jax.train.config as config_module
+    import ckd_jax.train.methods as methods_module
+
+    calls = {"record": 0, "method": 0}
+
+    def counted(name, f):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return f(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(config_module, "teacher_record",
+                        counted("record", config_module.teacher_record))
+    monkeypatch.setattr(methods_module, "build_method",
+                        counted("method", methods_module.build_method))
+    cfg = tiny_config(teacher=None, teacher_kwargs=None, teacher_checkpoint=teacher_dir,
+                      method="kd", calibration="table", epochs=2, checkpoint_seconds=0.0,
+                      out_dir=str(tmp_path / "run"))
+    run_distillation(cfg, stop_after_epochs=1)
+    assert calls == {"record": 1, "method": 1}
+    summary = run_distillation(cfg)  # resumes: config.json checked against the resolved config
+    assert summary["finished"] and calls == {"record": 2, "method": 2}
+
+
 def test_conflicting_kwargs_name_key_and_shapes(teacher_dir, tmp_path):
     cfg = tiny_config(teacher="tiny_cnn", teacher_kwargs={"width": 8},
                       teacher_checkpoint=teacher_dir, method="kd", epochs=1,

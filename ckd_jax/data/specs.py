@@ -7,7 +7,8 @@ teacher-pass view) and `eval_view` (optional centre crop, normalise).
 Sources of the numbers:
   cifar100: RepDistiller / CKD code (mean (0.5071, 0.4867, 0.4408), std (0.2675, 0.2565, 0.2761)).
   cifar10: the usual per-channel pixel statistics of the CIFAR-10 training set, also used for the
-    JPEG re-encoding `cifar10_jpeg` (its decoded statistics differ by < 0.002, see the data README).
+    JPEG re-encoding `cifar10_jpeg` (its decoded statistics differ by < 0.002; the JPEG copy:
+    docs/data.md, results/cifar10/README.md).
   cars196: ImageNet statistics, as the CKD code's Stanford Cars loader; images are resized to 64x64
     at load time, trained on random 56x56 crops (no padding) with flips, evaluated on the centre
     56x56 crop (the CKD code's `Resize((64, 64))`, `RandomCrop(56)`, `CenterCrop(56)`).

@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ckd_jax.train.choices import COMPUTE_DTYPES, EPOCH_LOOPS, MEMBER_LOOPS
 from ckd_jax.train.choices import STUDENT_SCHEDULES as SCHEDULES
+
+if TYPE_CHECKING:
+    from ckd_jax.train.methods import Method
 
 GROUP_FORWARDS = ("separate", "joint")
 TEACHER_VIEWS = ("augmented", "clean")
@@ -30,6 +33,15 @@ RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds",
 # Where files lie: a moved or copied run must still match (docs/files.md). What they hold is
 # checked by content instead: the logit tables record the hash of their images and teacher.
 PATH_FIELDS = ("out_dir", "logit_table_dir", "data_path", "data_dir", "teacher_checkpoint")
+# The evaluation batch changes no weight, only the float reduction order of an accuracy. A
+# student's validation steers its protocol, so a student resume must keep it; a teacher's test
+# evaluation takes no part in its training, so a teacher may change it; and a sweep reuses a
+# finished result across it (experiments/sweep.py).
+EVAL_BATCH_FIELDS = ("eval_batch_size",)
+# The fields a teacher run (train/supervised.py) may change between a run and its resumption:
+# the above, and `resume` itself (what to do, not what to compute). The one list a teacher
+# checks its checkpoint's config against; a student checks `DistillConfig.differs_from_saved`.
+TEACHER_RESUME_FREE = (*RESULT_INVARIANT_FIELDS, *PATH_FIELDS, *EVAL_BATCH_FIELDS, "resume")
 DEFAULT_TEACHER = "tiny_cnn"  # the teacher when neither the config nor a teacher.json names one
 TEACHER_RECORD = "teacher.json"  # what experiments/train_teacher.py writes into its run dir
 
@@ -230,7 +242,8 @@ class DistillConfig(RunConfig):
     seeds: tuple[int, ...] = (1,)
     # How the population's members run: "vmap" (one program for all, the accelerator path),
     # "sequential" (one after another through the program compiled for one member; on XLA:CPU
-    # the vmap costs 2.5-2.8x per image), "auto" (sequential on CPU, vmap elsewhere).
+    # the vmap takes 2.1-2.7x as long, docs/performance.md), "auto" (sequential on CPU, vmap
+    # elsewhere).
     member_loop: str = "auto"
 
     # --- protocol ----------------------------------------------------------------------------
@@ -315,17 +328,18 @@ class DistillConfig(RunConfig):
         match."""
         return _without_invariant_fields(json.loads(self.to_json()))
 
-    def differs_from_saved(self, path: str) -> list[str]:
+    def differs_from_saved(self, path: str, *, resolved: bool = False) -> list[str]:
         """Fields (outside RESULT_INVARIANT_FIELDS and PATH_FIELDS) in which the config.json at
         `path` differs from this config; [] when a run stored there can be resumed or reused
         as it is, wherever it and its inputs lie now. A missing or damaged file is one line
-        (FileNotFoundError / `ckd_jax.files.DamagedFile`) naming it."""
+        (FileNotFoundError / `ckd_jax.files.DamagedFile`) naming it. resolved=True: this
+        config's teacher is filled in already (`resolve`), so teacher.json is not read again."""
         from ckd_jax.files import read_json
 
         saved = _without_invariant_fields(read_json(
             path, what="run config", next_step="the run cannot be checked against this "
             "command: use another out_dir, or delete that run folder to run it again"))
-        now = self.with_teacher().results_dict()
+        now = (self if resolved else self.with_teacher()).results_dict()
         # A field an older config.json lacks had its default then (new fields keep the old
         # behaviour as their default), so a run saved before it was added still matches.
         default = DistillConfig().results_dict()
@@ -338,6 +352,24 @@ class DistillConfig(RunConfig):
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the bad value and the accepted ones; return self."""
+        self._checked()
+        return self
+
+    def resolve(self) -> tuple[DistillConfig, Method]:
+        """Validate, and resolve what lies outside the config once: (this config with its
+        teacher filled in from teacher.json (`with_teacher`), its `methods.Method`). What
+        `run_distillation` works with from then on; nothing below it reads teacher.json or
+        builds the method again."""
+        resolved, method = self._checked()
+        if method is None:
+            from ckd_jax.train.methods import build_method
+
+            method = build_method(resolved, resolved=True)
+        return resolved, method
+
+    def _checked(self) -> tuple[DistillConfig, Method | None]:
+        """The checks of `validate`; returns (the config with its teacher resolved, the Method
+        when a check needed it, else None)."""
         from ckd_jax.models import model_names
         from ckd_jax.train.methods import method_names
 
@@ -356,10 +388,12 @@ class DistillConfig(RunConfig):
         choice("teacher_view", self.teacher_view, TEACHER_VIEWS)
         choice("calibration", self.calibration, CALIBRATIONS)
         self._check_run_fields()
+        method = None
         if self.calibration == "table":
             from ckd_jax.train.methods import build_method
 
-            if not build_method(resolved).uses_teacher:
+            method = build_method(resolved, resolved=True)
+            if not method.uses_teacher:
                 raise ValueError(
                     f"calibration='table' needs a logit table, but method={self.method!r} "
                     "makes no teacher call and has none; use calibration='none'")
@@ -426,7 +460,7 @@ class DistillConfig(RunConfig):
             raise ValueError(f"cc_feat_dim={self.cc_feat_dim!r} must be an int >= 1")
         if self.w_extra is not None and not self.w_extra >= 0:
             raise ValueError(f"w_extra={self.w_extra} must be >= 0 or None (the paper's value)")
-        return self
+        return resolved, method
 
 
 def _parse_value(text: str, current, annotation: str = ""):

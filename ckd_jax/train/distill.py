@@ -1,7 +1,9 @@
 """One distillation run (a population of students) from a `DistillConfig`, end to end.
 
 `run_distillation(config)`:
-  1. validates the config and loads the data; draws each seed's budgeted subset and split;
+  1. validates and resolves the config once (`DistillConfig.resolve`: the teacher recorded in
+     teacher.json, the method), passed down from there; loads the data; draws each seed's
+     budgeted subset and split;
   2. checks every existing logit table against the run (dataset, indices, teacher), loads the
      teacher only if a table is missing, and fails on any mismatch *before* writing anything;
   3. creates the output directory, builds the missing tables (the only teacher calls);
@@ -9,7 +11,9 @@
   5. trains (`_train`): one compiled pseudo-epoch per call; between calls only what the protocol
      needs: the logit offset (calibration, from the member's own logit table) and validation,
      the protocol's decision, a metrics line per member, and a checkpoint once per
-     `checkpoint_seconds` (resumable: a killed run reruns the epochs since, identically);
+     `checkpoint_seconds` (resumable: a killed run reruns the epochs since, identically). The
+     run folder, checkpoints, progress bar and Ctrl-C handling are the run loop teachers use
+     too (`ckd_jax.train.runloop`);
   6. tests the best-validation weights (the paper's figure) and the last weights once, writes
      `summary.json` (per member: test top-1/top-5 at the best validation point and at the last
      epoch, raw and calibrated, the logit offset, teacher calls) and returns it.
@@ -26,7 +30,6 @@ sample) and live in their own files (`table_filename(..., feature_layers=...)`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -37,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ckd_jax.files import append_lines, make_dirs, note, read_jsonl, write_atomic, write_json
-from ckd_jax.interrupt import RunInterrupted, resume_hint, stop_request
+from ckd_jax.files import make_dirs, note, write_atomic
+from ckd_jax.interrupt import resume_line
 from ckd_jax.logit_table import (
     REBUILD_FLAG,
     rebuild_cost,
@@ -49,9 +52,10 @@ from ckd_jax.logit_table import (
 from ckd_jax.models import create_model
 from ckd_jax.train import engine as S
 from ckd_jax.train.config import DistillConfig, make_step_spec
-from ckd_jax.train.methods import Method, build_method
+from ckd_jax.train.methods import Method
 from ckd_jax.train.optim import plateau_drop
 from ckd_jax.train.protocol import PlateauProtocol
+from ckd_jax.train.runloop import EpochLoop, RunFolder, json_default
 
 Array = jax.Array
 
@@ -115,17 +119,16 @@ class _Prepared:
                  rebuild_tables: bool = False, train=None, test=None):
         from ckd_jax.budget import select_budget
 
-        config.validate()
-        # teacher / teacher_kwargs left None: those recorded in the teacher run dir's
-        # teacher.json; the resolved values are what config.json and the tables record.
-        config = config.with_teacher()
+        # Validated and resolved once (`DistillConfig.resolve`): teacher / teacher_kwargs left
+        # None take those recorded in the teacher run dir's teacher.json (what config.json and
+        # the tables record), and the method is built; nothing later does either again.
+        config, self.method = config.resolve()
         self.train, self.test = _load_data(config, train, test)
         if train is not None:  # in-memory data: the run records the data's own name
             config = config.replace(dataset=self.train.name)
         self.spec, recorded = _data_spec(config, self.train)
         if recorded is not None:  # derived from the data (or completed): config.json says so
             config = config.replace(data_spec=recorded)
-        self.method = build_method(config)
         table_dir = None
         if self.method.uses_teacher:  # one place per teacher by default; config.json says it
             table_dir = table_folder(config.logit_table_dir, config.teacher_checkpoint,
@@ -371,12 +374,6 @@ def _table_lock(table_path: str):
         os.close(fd)
 
 
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
 def run_distillation(config: DistillConfig, *, mesh=None, resume: bool = True,
                      teacher_apply=None, teacher_variables=None,
                      stop_after_epochs: int | None = None, on_epoch=None,
@@ -484,100 +481,39 @@ class _Evaluator:
         return self._named("test", self._test(params["student"], batch_stats, x, y, offset))
 
 
-class _RunFiles:
-    """The run directory: config.json, metrics.jsonl and the checkpoints (none without out_dir).
+def _run_folder(cfg: DistillConfig) -> RunFolder:
+    """The run folder of a student run (`runloop.RunFolder`): config.json, metrics.jsonl,
+    summary.json and the checkpoints (none without out_dir or with checkpoint_every=0). Of
+    several processes (jax.distributed), process 0 alone writes it."""
+    return RunFolder(cfg.out_dir, "metrics.jsonl",
+                     checkpoints=(dict(keep_best=False, max_to_keep=1)
+                                  if cfg.checkpoint_every else None),
+                     writes=cfg.out_dir is not None and jax.process_index() == 0)
 
-    Checkpoints are written by wall-clock interval (`checkpoint_seconds`, at least
-    `checkpoint_every` pseudo-epochs apart) and when the run finishes. A resumed run drops the
-    metrics rows written after its checkpoint (they are computed again, identically).
-    """
 
-    def __init__(self, cfg: DistillConfig):
-        self.cfg = cfg
-        self.ckpt = None
-        self.metrics_path = None
-        self._last_save = (0, time.time())
-        # Of several processes (jax.distributed), process 0 alone writes the run directory.
-        self.writes = cfg.out_dir is not None and jax.process_index() == 0
-        if not self.writes:
-            return
-        self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-        self.config_path = os.path.join(cfg.out_dir, "config.json")
-        if cfg.checkpoint_every:
-            from ckd_jax.checkpoint import Checkpointer
-
-            self.ckpt = Checkpointer(os.path.join(cfg.out_dir, "checkpoints"), keep_best=False,
-                                     max_to_keep=1)
-
-    def restore_or_start(self, template: dict, resume: bool) -> dict | None:
-        """The latest checkpoint's tree if resuming (the stored config must match), else None
-        after writing config.json and removing old metrics."""
-        cfg = self.cfg
-        if not self.writes:
-            return None
-        restored = self.ckpt.restore_latest(template) if (self.ckpt and resume) else None
-        if restored is None:
-            if os.path.exists(self.metrics_path):  # an earlier attempt left no checkpoint
-                print(f"{cfg.out_dir}: no checkpoint to resume from"
-                      f"{'' if resume else ' (resume off)'}: starting over from pseudo-epoch 0",
-                      flush=True)
-            write_atomic(self.config_path, cfg.to_json())
-            if os.path.exists(self.metrics_path):
-                os.remove(self.metrics_path)
-            return None
-        changed = cfg.differs_from_saved(self.config_path)
-        if changed:
-            raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
-                             f"(differs in {changed}); use a new out_dir or resume=False")
-        step, tree = restored
-        self._last_save = (step, time.time())
-        self._truncate_metrics(step)
-        return tree
-
-    def _truncate_metrics(self, epoch: int) -> None:
-        """Keep the rows up to the checkpoint's epoch (a torn last row of a killed append is
-        dropped; the epochs after the checkpoint are trained and logged again)."""
-        if not os.path.exists(self.metrics_path):
-            return
-        rows = read_jsonl(self.metrics_path, what="metrics file", appended=True,
-                          next_step="delete it to log the run again from its checkpoint")
-        keep = [r for r in rows if r.get("epoch", 0) <= epoch]
-        write_atomic(self.metrics_path, "".join(json.dumps(r, default=_json_default) + "\n"
-                                                for r in keep))
-
-    def log(self, rows: list[dict]) -> None:
-        if self.metrics_path is not None and rows:
-            append_lines(self.metrics_path, [json.dumps(r, default=_json_default) for r in rows])
-
-    def save_now(self, epoch: int, tree: dict) -> str:
-        """Save a checkpoint at `epoch` now (a stop on a signal); says what was saved."""
-        if self.ckpt is None:
-            return ("nothing saved (no out_dir or checkpoint_every=0): a rerun starts from "
-                    "pseudo-epoch 0")
-        if self._last_save[0] != epoch:
-            self.ckpt.save(epoch, tree, force=True)
-            self._last_save = (epoch, time.time())
-        return f"checkpoint of pseudo-epoch {epoch} saved in {self.ckpt.directory}"
-
-    def maybe_save(self, epoch: int, tree: dict, finished: bool) -> None:
-        if self.ckpt is None:
-            return
-        last_epoch, last_time = self._last_save
-        due = (epoch - last_epoch >= self.cfg.checkpoint_every
-               and time.time() - last_time >= self.cfg.checkpoint_seconds)
-        if due or finished:
-            self.ckpt.save(epoch, tree, force=True)
-            self._last_save = (epoch, time.time())
-
-    def write_summary(self, summary: dict) -> None:
-        if not self.writes:
-            return
-        write_json(os.path.join(self.cfg.out_dir, "summary.json"), summary,
-                   default=_json_default)
-
-    def close(self) -> None:
-        if self.ckpt is not None:
-            self.ckpt.close()
+def _restore_or_start(cfg: DistillConfig, folder: RunFolder, template: dict,
+                      resume: bool) -> dict | None:
+    """The latest checkpoint's tree if resuming (the stored config must match), else None
+    after writing config.json and removing old metrics. A resumed run drops the metrics rows
+    written after its checkpoint (they are computed again, identically)."""
+    if not folder.writes:
+        return None
+    config_path = os.path.join(cfg.out_dir, "config.json")
+    restored = folder.restore_latest(template) if resume else None
+    if restored is None:
+        if folder.has_log():  # an earlier attempt left no checkpoint
+            print(resume_line(cfg.out_dir, None, "pseudo-epoch",
+                              why="" if resume else " (resume off)"), flush=True)
+        write_atomic(config_path, cfg.to_json())
+        folder.remove_log()
+        return None
+    changed = cfg.differs_from_saved(config_path, resolved=True)
+    if changed:
+        raise ValueError(f"{cfg.out_dir} holds a run with another configuration "
+                         f"(differs in {changed}); use a new out_dir or resume=False")
+    step, tree = restored
+    folder.cut_log(step)
+    return tree
 
 
 def _epoch_rows(protocol: PlateauProtocol, members, was_active, acc: dict, offset,
@@ -676,26 +612,25 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
             tree.update(best_raw=best_raw, protocol_raw=raw_protocol.state_dict())
         return tree
 
-    files = _RunFiles(cfg)
-    tree = files.restore_or_start(saved_tree(), resume)
+    folder = _run_folder(cfg)
+    tree = _restore_or_start(cfg, folder, saved_tree(), resume)
     if tree is not None:
         state, best = put(tree["state"]), put(tree["best"])
         protocol.load_state_dict(tree["protocol"])
         if raw_protocol is not None:
             raw_protocol.load_state_dict(tree["protocol_raw"])
             best_raw = put(tree["best_raw"])
-        print(f"{cfg.out_dir}: resumed from the checkpoint of pseudo-epoch {protocol.epoch}",
-              flush=True)
+        print(resume_line(cfg.out_dir, protocol.epoch, "pseudo-epoch"), flush=True)
     _log(cfg, f"{method.name}: {len(members)} member(s), {n_train} teacher-labelled samples, "
               f"{spec.steps_per_epoch} steps/pseudo-epoch, {mesh.size} device(s)")
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=protocol.max_epochs, initial=protocol.epoch, unit="ep", leave=True)
+    loop = EpochLoop(folder, unit="pseudo-epoch", progress=cfg.progress,
+                     bar=dict(total=protocol.max_epochs, initial=protocol.epoch, unit="ep",
+                              leave=True),
+                     unsaved="no out_dir or checkpoint_every=0")
 
     t0 = time.time()
     epochs_this_call = 0
-    with stop_request() as stop:
+    with loop:
         while not protocol.done:
             epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(member_keys,
                                                                          protocol.epoch)
@@ -721,30 +656,20 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                 params, stats = select(r, best[:2], (state.params, state.batch_stats))
                 state = state._replace(params=params, batch_stats=stats,
                                        lr=plateau_drop(state.lr, r))
-            files.log(_epoch_rows(protocol, members, was_active, acc, offset,
-                                  jax.tree.map(np.asarray, train_metrics), calibrated))
-            files.maybe_save(protocol.epoch, saved_tree(), protocol.done)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",
-                                best_val=f"{np.nanmax(protocol.best_val):.3f}",
-                                active=int(protocol.active.sum()))
+            folder.log(_epoch_rows(protocol, members, was_active, acc, offset,
+                                   jax.tree.map(np.asarray, train_metrics), calibrated))
+            folder.save_if_due(protocol.epoch, saved_tree(), every=cfg.checkpoint_every,
+                               seconds=cfg.checkpoint_seconds, finished=protocol.done)
+            loop.advance(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",
+                         best_val=f"{np.nanmax(protocol.best_val):.3f}",
+                         active=int(protocol.active.sum()))
             if on_epoch is not None:
                 on_epoch(protocol.epoch)
             epochs_this_call += 1
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 break  # like a kill: nothing more is saved; a rerun resumes from the checkpoint
-            if stop.signal is not None and not protocol.done:
-                if bar is not None:
-                    bar.close()
-                saved = files.save_now(protocol.epoch, saved_tree())
-                files.close()
-                raise RunInterrupted(f"stopped by {stop.signal} after pseudo-epoch "
-                                     f"{protocol.epoch}: {saved}; to resume, run "
-                                     f"{resume_hint()}")
-    if bar is not None:
-        bar.close()
-    files.close()
+            if not protocol.done:
+                loop.stop_if_requested(protocol.epoch, saved_tree())
     wall = time.time() - t0
 
     # The paper's figure: test accuracy of the best-validation weights, measured once.
@@ -773,7 +698,7 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                         {"raw_selection": _raw_selection(raw_protocol, raw_acc, last_acc, i)})}
                     for i, (seed, lr) in enumerate(members)],
     }
-    files.write_summary(summary)
+    folder.write_summary("summary.json", summary, default=json_default)
     # Returned for tests and programmatic use; not part of summary.json.
     summary["_final"] = {"state": state, "best": best, "compiles": train_epoch._cache_size(),
                          "best_raw": best_raw}

@@ -3,7 +3,7 @@ gather, augmentation, forward, loss and update on device), the population of mem
 evaluation. `ckd_jax.train.distill` (student runs) and `ckd_jax.train.supervised` (teacher
 runs) are the two front ends over it.
 
-Data flow of one pseudo-epoch (DESIGN.md), all inside one `jax.jit`:
+Data flow of one pseudo-epoch (docs/design.md), all inside one `jax.jit`:
   draw batch/tuple indices with `jax.random` -> gather uint8 images, labels and logit-table rows
   -> random crop + flip -> normalise -> (mix) -> student forward -> method loss -> SGD update,
 repeated `steps_per_epoch` times by `lax.scan`, and `vmap`ped over the population axis (members
@@ -313,8 +313,10 @@ class _OneMemberAtATime:
     member at a time: each call slices member m's rows out of the member-axis arguments, calls
     the same function compiled for M = 1, and stacks the outputs back to [M, ...].
 
-    Why: on XLA:CPU, `vmap` over members turns every convolution into a grouped one and costs
-    2.5-2.8x per image against M = 1 (resnet8, README "CPU speed"); accelerators keep the vmap.
+    Why: on XLA:CPU, `vmap` over members turns every convolution into a grouped one; three
+    resnet8 members take 2.1x (ce) to 2.7x (ckd_k2) as long vmapped as one at a time
+    (docs/performance.md, "Population members: sequential on CPU instead of vmapped");
+    accelerators keep the vmap.
     Members are independent, so the results equal the vmapped ones up to float reduction order
     (tests/test_member_loop.py). Arguments that do not change between calls (the training data,
     the validation images) are split once and the pieces reused while the same object is passed.

@@ -506,10 +506,12 @@ def variant_overrides(name: str, what: str = "variant") -> dict:
                      f"{', '.join(VARIANTS)} or method names {', '.join(_BUILDERS)}")
 
 
-def build_method(cfg) -> Method:
-    """The `Method` for a (validated) `DistillConfig`, or a `TeacherConfig` (method "ce")."""
+def build_method(cfg, *, resolved: bool = False) -> Method:
+    """The `Method` for a (validated) `DistillConfig`, or a `TeacherConfig` (method "ce").
+    resolved=True: the DistillConfig's teacher is filled in already (`DistillConfig.resolve`),
+    so its teacher.json is not read again."""
     if cfg.method not in _BUILDERS:
         raise ValueError(f"unknown method {cfg.method!r}; available: {', '.join(_BUILDERS)}")
-    if hasattr(cfg, "with_teacher"):  # teacher None: the recorded or default one (config.py)
+    if hasattr(cfg, "with_teacher") and not resolved:  # teacher None: the recorded or default
         cfg = cfg.with_teacher()
     return _BUILDERS[cfg.method](cfg)

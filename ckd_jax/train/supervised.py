@@ -19,8 +19,11 @@ training set, the last partial batch filled from a second permutation (every ste
 shape), with on-device augmentation. After each epoch the test split is evaluated by
 `engine.make_evaluate` (M = 1, float32), a line is appended to `<run_dir>/log.jsonl`, and an
 orbax checkpoint of the engine state is written (the latest every epoch and the best by test
-accuracy, `ckd_jax.checkpoint.Checkpointer`). `resume=True` continues from the latest
-checkpoint and reproduces an uninterrupted run exactly (epoch e's randomness is
+accuracy, `ckd_jax.checkpoint.Checkpointer`). Around the epochs runs the students' run loop
+(`ckd_jax.train.runloop`: the run folder's resume check, log, checkpoints, summary, progress
+bar, Ctrl-C); only the epoch body and the files above are the teacher's. `resume=True`
+continues from the latest checkpoint (its config may differ only in `config.TEACHER_RESUME_FREE`)
+and reproduces an uninterrupted run exactly (epoch e's randomness is
 `fold_in(PRNGKey(seed), e)`, as for students).
 
 Selecting a teacher by *test* accuracy would leak the test set, so `load_teacher` returns the
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
@@ -49,9 +51,10 @@ from jax.sharding import PartitionSpec as P
 from ckd_jax.checkpoint import Checkpointer
 from ckd_jax.train import choices, optim
 from ckd_jax.train import engine as S
-from ckd_jax.train.config import RunConfig, make_step_spec
+from ckd_jax.train.config import TEACHER_RESUME_FREE, RunConfig, make_step_spec
 from ckd_jax.train.engine import MemberData, StepSpec
 from ckd_jax.train.methods import build_method
+from ckd_jax.train.runloop import CHECKPOINT_SUBDIR, EpochLoop, RunFolder, check_run_folder
 
 __all__ = ["TeacherConfig", "TeacherResult", "RECIPES", "train_teacher", "load_teacher",
            "teacher_step_spec", "teacher_data", "epoch_keys"]
@@ -66,10 +69,6 @@ SCHEDULES = choices.TEACHER_SCHEDULES
 COMPUTE_DTYPES = (*choices.COMPUTE_DTYPES, "auto")  # auto: bfloat16 on an accelerator
 # The paper's milestones as fractions of its 240 epochs: 150/240, 180/240, 210/240.
 PAPER_MILESTONE_FRACTIONS = (0.625, 0.75, 0.875)
-# Fields that may differ between a run and its resumption.
-_RESUME_FREE = ("out_dir", "out", "data_dir", "data_path", "resume", "progress", "eval_batch_size")
-
-CHECKPOINT_SUBDIR = "checkpoints"
 LOG_FILE = "log.jsonl"
 SUMMARY_FILE = "teacher.json"
 CHECKPOINT_LAYOUT = "engine-v1"  # {"state": engine.TrainState of one member}
@@ -269,12 +268,6 @@ def _num_classes(train: Any) -> int:
     return int(np.max(train.labels)) + 1
 
 
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-    from ckd_jax.files import write_jsonl
-
-    write_jsonl(path, rows)
-
-
 def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
     """Latest saved epoch of a previous run, after checking its config matches `c`."""
     if not os.path.isdir(ckpt_dir):
@@ -294,7 +287,7 @@ def _read_resume_point(ckpt_dir: str, c: TeacherConfig) -> int | None:
     saved = extra.get("config", {})
     now = c.to_dict()
     diff = {k: (saved.get(k), now[k]) for k in now
-            if k not in _RESUME_FREE and k in saved and saved.get(k) != now[k]}
+            if k not in TEACHER_RESUME_FREE and k in saved and saved.get(k) != now[k]}
     if diff:
         raise ValueError(f"cannot resume from {ckpt_dir}: its config differs in "
                          + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in diff.items()))
@@ -332,14 +325,10 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
 
     # --- every check before any work: run dir, data, model/input compatibility -------------
     resume_step = None
-    from ckd_jax.interrupt import StopRequest, resume_line, stopped
-    from ckd_jax.runlock import LOCK_FILE  # the caller's own lock (run_lock) is no content
-
-    if run_dir and os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:
-        if not c.resume:
-            raise FileExistsError(f"run directory {run_dir} exists and is not empty; pass "
-                                  f"resume=True (--resume) to continue it or choose another out")
+    if check_run_folder(run_dir, c.resume):  # an earlier run: continued only with resume
         resume_step = _read_resume_point(ckpt_dir, c)
+        from ckd_jax.interrupt import resume_line
+
         print(resume_line(run_dir, resume_step, "epoch", c.epochs), flush=True)
     if (train is None) != (test is None):
         raise ValueError("pass both train= and test=, or neither")
@@ -384,16 +373,16 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
     state = put(S.init_state(model, method, jax.random.PRNGKey(c.seed)[None],
                              jnp.asarray([c.lr], jnp.float32), in_shape, num_classes, n_train))
     history: list[dict] = []
-    ckpt = None
     start_epoch = 0
     if run_dir:
         os.makedirs(run_dir, exist_ok=True)
-        ckpt = Checkpointer(ckpt_dir, best_metric="test_acc", max_to_keep=1)
-        if resume_step is not None:
-            state = put(ckpt.restore(resume_step, {"state": state})["state"])
-            start_epoch = resume_step
-            history = list((ckpt.extra(resume_step) or {}).get("history", []))
-        _write_jsonl(os.path.join(run_dir, LOG_FILE), history)
+    # A checkpoint every epoch: the latest and the best by test accuracy.
+    folder = RunFolder(run_dir, LOG_FILE, checkpoints=dict(best_metric="test_acc", max_to_keep=1))
+    if resume_step is not None:
+        state = put(folder.restore(resume_step, {"state": state})["state"])
+        start_epoch = resume_step
+        history = list((folder.ckpt.extra(resume_step) or {}).get("history", []))
+    folder.write_log(history)  # the checkpoint's history: what a resumed log goes on from
 
     data = put(teacher_data(train.images, train.labels, num_classes))
     test_images = put(np.asarray(test.images))
@@ -410,14 +399,11 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         top1, top5 = evaluate(st.params["student"], st.batch_stats, test_images, test_labels)
         return float(top1[0]), float(top5[0])
 
-    bar = None
-    if c.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=c.epochs, initial=start_epoch, desc=f"{c.model}/{c.dataset}",
-                   unit="epoch", file=sys.stderr, dynamic_ncols=True)
-    stop = StopRequest().install()  # SIGINT/SIGTERM: end the epoch (its checkpoint), then stop
-    try:
+    loop = EpochLoop(folder, unit="epoch", progress=c.progress,
+                     bar=dict(total=c.epochs, initial=start_epoch, desc=f"{c.model}/{c.dataset}",
+                              unit="epoch", file=sys.stderr, dynamic_ncols=True),
+                     resume_flags=() if c.resume else ("--resume",))
+    with loop:
         for epoch in range(start_epoch, c.epochs):
             t0 = time.time()
             state, m = train_epoch(state, data, epoch_keys(c.seed, epoch), active)
@@ -431,28 +417,17 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} "
                                          f"(loss {row['train_loss']}); lower the lr")
             history.append(row)
-            if ckpt is not None:
-                ckpt.save(epoch + 1, {"state": state}, {"test_acc": row["test_acc"]},
-                          extra={"history": history, "config": c.to_dict(),
-                                 "layout": CHECKPOINT_LAYOUT,
-                                 "image_shape": list(in_shape), "num_classes": num_classes})
-                from ckd_jax.files import append_lines
-
-                append_lines(os.path.join(run_dir, LOG_FILE), [json.dumps(row)])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_acc']:.4f}")
+            if folder.writes:
+                folder.save(epoch + 1, {"state": state}, {"test_acc": row["test_acc"]},
+                            extra={"history": history, "config": c.to_dict(),
+                                   "layout": CHECKPOINT_LAYOUT,
+                                   "image_shape": list(in_shape), "num_classes": num_classes})
+                folder.log([row])
+            loop.advance(loss=f"{row['train_loss']:.3f}", test=f"{row['test_acc']:.4f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
-            if stop.signal is not None and epoch + 1 < c.epochs:
-                raise stopped(stop.signal, f"epoch {epoch + 1}", ckpt_dir,
-                              () if c.resume else ("--resume",))
-    finally:
-        stop.restore()
-        if bar is not None:
-            bar.close()
-        if ckpt is not None:
-            ckpt.close()
+            if epoch + 1 < c.epochs:
+                loop.stop_if_requested(epoch + 1, {"state": state})
 
     from ckd_jax.data import spec_dict
 
@@ -465,7 +440,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
         test_acc, test_top5 = test_accuracy(state)
         best = {"test_acc": test_acc, "epoch": start_epoch}
     wall = time.time() - t_start
-    if run_dir:
+    if folder.writes:
         summary = {"model": c.model, "dataset": c.dataset, "num_classes": num_classes,
                    "image_shape": list(in_shape), "epochs": c.epochs,
                    "test_acc": test_acc, "test_top5": test_top5,
@@ -475,9 +450,7 @@ def train_teacher(config: TeacherConfig, *, train: Any = None, test: Any = None,
                    "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
                    "compute_dtype": step_spec.compute_dtype, "config": c.to_dict(),
                    "data_spec": spec_dict(spec)}
-        from ckd_jax.files import write_json
-
-        write_json(os.path.join(run_dir, SUMMARY_FILE), summary, indent=2)
+        folder.write_summary(SUMMARY_FILE, summary, indent=2)
     return TeacherResult(variables, test_acc, test_top5, best["test_acc"], best["epoch"],
                          history, run_dir, wall)
 

@@ -7,7 +7,7 @@ experiments/make_cifar10_jpeg.py from the official archive; or use the archive i
       --set data_path=/data/cifar10_jpeg.npz \
       --set teacher_checkpoint=runs/teacher_resnet110_c10 \
       --set method=ckd --set subset_size=2000 --out runs/c10_ckd_S2000
-The whole table: experiments/sweep.py with this config (see the README). Expected result: not
+The whole table: experiments/sweep.py with this config (docs/experiments.md). Expected result: not
 measured yet (needs an accelerator).
 """
 
