@@ -59,9 +59,21 @@ def pytest_unconfigure(config):
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
+# The longest single tests (CI's --durations), handed out first so that no worker is left alone
+# with one of them at the end.
+LONGEST_FIRST = ("test_quickstart.py", "test_sweep_jobs.py", "test_multiprocess.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    # Files holding a test marked `slow` run first: pytest-xdist hands out whole files in this
-    # order, so the long ones start at once instead of leaving one worker busy at the end.
-    # (A stable sort: the order inside a file, and among the other files, is kept.)
+    # Files holding a test marked `slow` run first, LONGEST_FIRST before the others:
+    # pytest-xdist hands out whole files in this order (pyproject.toml turns off its own
+    # reordering by file size, --no-loadscope-reorder). A stable sort: the order inside a file,
+    # and among the other files, is kept.
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item):
+        if item.path.name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(item.path.name)
+        return len(LONGEST_FIRST) + (item.path not in slow_files)
+
+    items.sort(key=rank)
