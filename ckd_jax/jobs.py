@@ -1,5 +1,5 @@
 """Independent work in N worker processes, each pinned to its own CPU core(s): the engine of
-`experiments/sweep.py --jobs N`.
+`experiments/sweep.py --jobs N` (`ckd_jax.sweep.run_sweep_jobs`).
 
 Why processes and not threads: a cell of a sweep is independent of every other cell, and on
 XLA:CPU a one-thread process per core does at least the work of one process on several cores

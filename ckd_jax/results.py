@@ -1,9 +1,10 @@
 """Results of sweeps: one row per (cell, population member), and their aggregation into tables.
 
-A *sweep* (`experiments/sweep.py`) runs one population (seeds x learning rates) per *cell* =
-(variant, subset size). Every cell directory holds the engine's `summary.json` and a small
-`cell.json` naming the variant; `collect_rows(sweep_dir)` flattens all finished cells into rows
-and `write_jsonl` stores them as `<sweep_dir>/results.jsonl`, the one file `report.py` reads.
+A *sweep* (`ckd_jax.sweep`, `experiments/sweep.py`) runs one population (seeds x learning
+rates) per *cell* = (variant, subset size). Every cell directory holds the engine's
+`summary.json` and a small `cell.json` naming the variant; `collect_rows(sweep_dir)` flattens
+all finished cells into rows and `write_jsonl` stores them as `<sweep_dir>/results.jsonl`, the
+one file `report.py` reads.
 
 Row fields (one JSON object per line): variant, cell, method, dataset, teacher, student,
 schedule, subset_size, budget (teacher-labelled samples per seed, B = 0.8 S), seed, lr,

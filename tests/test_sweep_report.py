@@ -13,13 +13,14 @@ import pytest
 from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sys.path
 
 from ckd_jax import results as R
+from ckd_jax import sweep
 from ckd_jax.models import create_model
 from ckd_jax.train.engine import make_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-sweep = load_experiment("sweep")
+sweep_cli = load_experiment("sweep")  # the command line: main
 report = load_experiment("report")
 
 BASE = TINY_SWEEP_BASE
@@ -181,9 +182,9 @@ def test_plan_cells_variants_and_errors(tmp_path):
 
 def test_sweep_cli_dry_run(tmp_path, capsys):
     cfg = os.path.join(ROOT, "experiments", "configs", "digits_quickstart.py")
-    rc = sweep.main(["--config", cfg, "--methods", "ce,ckd_k3", "--subset-sizes", "250",
-                     "--seeds", "1", "--lrs", "0.05", "--set", "epochs=3",
-                     "--out", str(tmp_path), "--dry-run"])
+    rc = sweep_cli.main(["--config", cfg, "--methods", "ce,ckd_k3", "--subset-sizes", "250",
+                         "--seeds", "1", "--lrs", "0.05", "--set", "epochs=3",
+                         "--out", str(tmp_path), "--dry-run"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "ce_S250" in text and "ckd_k3_S250" in text and "to run" in text

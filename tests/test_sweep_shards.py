@@ -11,13 +11,14 @@ import pytest
 from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sys.path
 
 from ckd_jax import results as R
+from ckd_jax import sweep
 from ckd_jax.models import create_model
 from ckd_jax.train.engine import make_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-sweep = load_experiment("sweep")
+sweep_cli = load_experiment("sweep")  # the command line: main
 report = load_experiment("report")
 
 BASE = TINY_SWEEP_BASE
@@ -63,7 +64,7 @@ def test_sweep_cli_dry_run_shows_only_the_shard(tmp_path, capsys):
             "--lrs", "0.05", "--out", str(tmp_path), "--dry-run"]
     seen = []
     for i in range(2):
-        assert sweep.main(argv + ["--shard", f"{i}/2"]) == 0
+        assert sweep_cli.main(argv + ["--shard", f"{i}/2"]) == 0
         text = capsys.readouterr().out
         assert f"shard {i}/2: {2 - i} of 3 cells" in text
         seen += [line.split()[0] for line in text.splitlines()[1:]]

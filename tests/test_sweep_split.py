@@ -17,10 +17,11 @@ from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sy
 
 from ckd_jax import jobs as J
 from ckd_jax import results as R
+from ckd_jax import sweep
 from ckd_jax.models import create_model
 from ckd_jax.train.engine import make_mesh
 
-sweep = load_experiment("sweep")
+sweep_cli = load_experiment("sweep")  # the command line: main
 
 # One kd cell, two seeds (two members), under the plateau protocol so that the members take
 # their own decisions (reloads, LR drops, different lengths).
@@ -68,19 +69,19 @@ def test_members_run_apart_give_the_cell_s_rows(whole, tmp_path, monkeypatch):
     def run_here(tasks, jobs, **kw):  # the scheduler, minus processes and pinning
         for task in tasks:
             ran.append(task.name)
-            assert sweep.main(task.argv[2:]) == 0
+            assert sweep_cli.main(task.argv[2:]) == 0
         return {task.name: 0 for task in tasks}
 
     monkeypatch.setattr(J, "run_tasks", run_here)
     monkeypatch.setattr(J, "available_cores", lambda: [0, 1])
     monkeypatch.setattr(J, "accelerator_installed", lambda: False)
     with pytest.raises(ValueError, match=r"--member 2: cell kd_S200 has members 0\.\.1"):
-        sweep.main(_argv(out) + ["--jobs", "1", "--cell", "kd_S200", "--member", "2"])
+        sweep_cli.main(_argv(out) + ["--jobs", "1", "--cell", "kd_S200", "--member", "2"])
     # A sweep killed after member 1's worker finished: its command, alone.
-    assert sweep.main(_argv(out) + ["--jobs", "1", "--cell", "kd_S200", "--member", "1"]) == 0
+    assert sweep_cli.main(_argv(out) + ["--jobs", "1", "--cell", "kd_S200", "--member", "1"]) == 0
     assert not R.cell_finished(os.path.join(out, "kd_S200"))  # a worker never merges
     # The rerun, one cell on two cores: auto splits it and runs the member left.
-    assert sweep.main(_argv(out) + ["--jobs", "2"]) == 0
+    assert sweep_cli.main(_argv(out) + ["--jobs", "2"]) == 0
     assert ran == [f"kd_S200.s1_lr{LR}"]
     assert _rows(out) == _rows(whole)
     cell_whole, cell_split = (os.path.join(d, "kd_S200") for d in (whole, out))
@@ -99,7 +100,7 @@ def test_members_run_apart_give_the_cell_s_rows(whole, tmp_path, monkeypatch):
     assert R.read_test_curves(out) == R.read_test_curves(whole)
     # The same command again: the merged cell is finished, nothing runs.
     ran.clear()
-    assert sweep.main(_argv(out) + ["--jobs", "2"]) == 0
+    assert sweep_cli.main(_argv(out) + ["--jobs", "2"]) == 0
     assert ran == [] and _rows(out) == _rows(whole)
 
 
@@ -118,4 +119,4 @@ def test_when_cells_are_split(tmp_path, monkeypatch):
     monkeypatch.setattr(J, "accelerator_installed", lambda: True)  # one vmapped program
     assert sweep.cells_to_split(cells, "auto", 3) == set()
     with pytest.raises(SystemExit):  # argparse: one line, exit status 2
-        sweep.main(["--methods", "kd", "--out", str(tmp_path), "--split-members", "maybe"])
+        sweep_cli.main(["--methods", "kd", "--out", str(tmp_path), "--split-members", "maybe"])

@@ -36,7 +36,7 @@ PATH_FIELDS = ("out_dir", "logit_table_dir", "data_path", "data_dir", "teacher_c
 # The evaluation batch changes no weight, only the float reduction order of an accuracy. A
 # student's validation steers its protocol, so a student resume must keep it; a teacher's test
 # evaluation takes no part in its training, so a teacher may change it; and a sweep reuses a
-# finished result across it (experiments/sweep.py).
+# finished result across it (ckd_jax/sweep.py).
 EVAL_BATCH_FIELDS = ("eval_batch_size",)
 # The fields a teacher run (train/supervised.py) may change between a run and its resumption:
 # the above, and `resume` itself (what to do, not what to compute). The one list a teacher

@@ -463,7 +463,7 @@ def method_names() -> list[str]:
 
 
 # Named variants: a method plus the config fields that make one row of the paper's tables
-# (used by experiments/sweep.py and experiments/benchmark.py).
+# (used by ckd_jax/sweep.py and experiments/benchmark.py).
 _CKD = {"method": "ckd", "ckd_form": "mse", "pos_and_neg": 2, "ckd_combine": "diff"}
 VARIANTS: dict[str, dict] = {
     "ce": {"method": "ce"},
