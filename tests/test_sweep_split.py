@@ -13,7 +13,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import pytest
-from experiments_support import TINY_SWEEP_BASE, load_experiment  # tests/ on sys.path
+from experiments_support import ROOT, TINY_SWEEP_BASE, load_experiment  # tests/ on sys.path
 
 from ckd_jax import jobs as J
 from ckd_jax import results as R
@@ -69,6 +69,8 @@ def test_members_run_apart_give_the_cell_s_rows(whole, tmp_path, monkeypatch):
     def run_here(tasks, jobs, **kw):  # the scheduler, minus processes and pinning
         for task in tasks:
             ran.append(task.name)
+            # a worker reruns the sweep script (not the library module)
+            assert task.argv[1] == os.path.join(ROOT, "experiments", "sweep.py")
             assert sweep_cli.main(task.argv[2:]) == 0
         return {task.name: 0 for task in tasks}
 
