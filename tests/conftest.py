@@ -5,7 +5,8 @@
   ``XLA_FLAGS`` (`experiments_support.user_env` keeps it), in the commands the tests start.
   Why: on a fresh machine most of the suite is compilation, and at XLA's default level the
   random-number code (threefry), which every model init and augmentation compiles, takes 7-10 s
-  per program on this CPU (0.5 s at level 0); the tiny programs of the tests run about as fast.
+  per program on this CPU (0.5 s at level 0; the engine tests take 35% less CPU time in all
+  than at level 1, docs/testing.md).
   Like another CPU, it may move the last bits of a figure: every equality check in the suite
   compares runs made under the same setting, and the quickstart test, which compares with the
   README's table, runs without it. The package and its commands never set it;
