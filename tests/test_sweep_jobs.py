@@ -64,12 +64,9 @@ def _best_weights(out: str) -> dict[str, np.ndarray]:
     return got
 
 
-_user_env = user_env  # one CPU device, as in a user's shell (experiments_support.user_env)
-
-
 def _sweep_cli(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "sweep.py"), *argv],
-                          capture_output=True, text=True, timeout=600, env=_user_env())
+                          capture_output=True, text=True, timeout=600, env=user_env())
 
 
 def _teacher_calls(out: str) -> int:
@@ -129,7 +126,7 @@ def test_kill_in_the_middle_leaves_no_worker_and_the_rerun_ends_the_same(
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
            *_argv(teacher_dir, out), "--jobs", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_user_env())
+                            env=user_env())
     # Kill the scheduler once a worker has written a checkpoint of its cell.
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -146,7 +143,7 @@ def test_kill_in_the_middle_leaves_no_worker_and_the_rerun_ends_the_same(
     assert not _workers_of(out), "a worker outlived the killed sweep"
     assert not os.path.exists(os.path.join(out, R.RESULTS_FILE))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=300, env=_user_env())
+                   timeout=300, env=user_env())
     assert _rows(out) == one_process_rows
 
 
@@ -231,7 +228,7 @@ def test_a_backend_started_with_one_thread_computes_as_a_one_core_process():
     if len(J.available_cores()) < 2:
         assert J.start_cpu_backend(1) is False  # nothing to narrow on one core
         return
-    env = {**_user_env(), "PYTHONPATH": ROOT}
+    env = {**user_env(), "PYTHONPATH": ROOT}
     got = {mode: subprocess.run([sys.executable, "-c", _GRAD_HASH, mode], env=env, check=True,
                                 capture_output=True, text=True, timeout=300).stdout.strip()
            for mode in ("pinned", "started")}
