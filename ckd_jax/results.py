@@ -332,9 +332,11 @@ def read_test_curves(sweep_dir: str) -> list[dict]:
 
     One dict per member: variant, cell, subset_size, seed, lr, selected_on ("raw" or
     "calibrated": the logits the run selects on, and the ones its curve is measured on),
-    best_epoch (the selected pseudo-epoch), epochs_run, and points, a list of
-    (pseudo-epoch, test top-1, learning rate then), in epoch order. A member without logged
-    test figures gets an empty `points`."""
+    best_epoch (the selected pseudo-epoch), epochs_run, points, a list of
+    (pseudo-epoch, test top-1, learning rate then), in epoch order, and test_images (the
+    number of test images the points were measured on, `eval_test_curve_images`; None: the
+    whole split; "mixed" if a resumed run changed it). A member without logged test figures
+    gets an empty `points`."""
     curves = []
     for cell_path in sorted(glob.glob(os.path.join(sweep_dir, "*", CELL_FILE))):
         cell_dir = os.path.dirname(cell_path)
@@ -348,13 +350,15 @@ def read_test_curves(sweep_dir: str) -> list[dict]:
         for i, member in enumerate(summary["members"]):
             key = "test_top1_calibrated" if member.get("selected_on") == "calibrated" \
                 else "test_top1"
-            points = sorted((r["epoch"], r[key], r["lr_now"]) for r in logged
-                            if r.get("member") == i and _finite(r.get(key)))
+            mine = [r for r in logged if r.get("member") == i and _finite(r.get(key))]
+            points = sorted((r["epoch"], r[key], r["lr_now"]) for r in mine)
+            counts = {r.get("test_images") for r in mine}
             curves.append({"variant": cell["variant"], "cell": os.path.basename(cell_dir),
                            "subset_size": summary.get("subset_size"), "seed": member["seed"],
                            "lr": member["lr"], "selected_on": member.get("selected_on", "raw"),
                            "best_epoch": member.get("best_epoch"),
-                           "epochs_run": member.get("epochs_run"), "points": points})
+                           "epochs_run": member.get("epochs_run"), "points": points,
+                           "test_images": counts.pop() if len(counts) == 1 else "mixed"})
     return curves
 
 

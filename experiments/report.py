@@ -245,7 +245,9 @@ def curve_summary(curves: list[dict], rows: list[dict]) -> list[dict]:
                     "test_at_last": sum(last) / len(last) if last else math.nan,
                     "peak_epoch": peak[0], "peak_test": peak[1],
                     "last_common_epoch": mean_curve[-1][0] if mean_curve else None,
-                    "last_common_test": mean_curve[-1][1] if mean_curve else math.nan})
+                    "last_common_test": mean_curve[-1][1] if mean_curve else math.nan,
+                    "test_images": sorted({str(c["test_images"]) for c in mine
+                                           if c["test_images"] is not None})})
     return out
 
 
@@ -260,6 +262,12 @@ def curves_markdown(summary: list[dict]) -> str:
              "test at selected | test at last | peak of mean curve (epoch) | "
              "mean curve at last common epoch |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    subsets = [f"{s['variant']} S={s['subset_size']}: {'/'.join(s['test_images'])}"
+               for s in summary if s.get("test_images")]
+    if subsets:  # the curve's points (not selected/last) on a fixed subset of the test split
+        lines[1:1] = ["", "Curve points measured on a fixed random subset of the test images "
+                          "(`eval_test_curve_images`; *selected* and *last* use the whole "
+                          "split): " + "; ".join(subsets) + "."]
     for s in summary:
         lines.append(f"| {s['variant']} | {s['subset_size']} | {s['lr']:g} | "
                      f"{','.join(map(str, s['seeds']))} | {s['epochs_run']:.0f} | "

@@ -15,11 +15,11 @@ report = load_experiment("report")
 
 
 def _write_cell(sweep_dir, variant, seeds, lrs, curves, best, *, calibrated=False,
-                finished=True, subset=100):
+                finished=True, subset=100, test_images=None):
     """A finished cell `<variant>_S<subset>` with one member per (seed, lr): `curves[(seed,
     lr)]` is {epoch: test top-1} logged on the run's own logits (its last epoch's figure is the
     member's last_test_top1); `best[(seed, lr)]` = (best_epoch, best_val_top1,
-    test_top1_at_best_val)."""
+    test_top1_at_best_val). `test_images`: the rows' curve-subset size (None: not logged)."""
     cell_dir = os.path.join(sweep_dir, f"{variant}_S{subset}")
     os.makedirs(cell_dir)
     json.dump({"variant": variant, "overrides": {}}, open(os.path.join(cell_dir, R.CELL_FILE), "w"))
@@ -37,6 +37,8 @@ def _write_cell(sweep_dir, variant, seeds, lrs, curves, best, *, calibrated=Fals
             if epoch in log:  # the other logits get a figure that must not be read
                 row["test_top1_calibrated" if calibrated else "test_top1"] = log[epoch]
                 row["test_top1" if calibrated else "test_top1_calibrated"] = 0.999
+                if test_images is not None:
+                    row["test_images"] = test_images
             lines.append(json.dumps(row))
     summary = {"method": variant.split("_")[0], "subset_size": subset,
                "budget": int(0.8 * subset),
@@ -145,3 +147,19 @@ def test_several_sources_need_out(two_sweeps, capsys):
         report.main([a, b])
     assert err.value.code == 2
     assert "--out is required with several sources" in capsys.readouterr().err
+
+
+def test_curves_on_a_test_subset_say_so(two_sweeps, tmp_path):
+    a, b = two_sweeps
+    c = str(tmp_path / "c")
+    os.makedirs(c)
+    _write_cell(c, "mixup", [1], [0.1], {(1, 0.1): {10: 0.25, 20: 0.35}},
+                {(1, 0.1): (20, 0.4, 0.33)}, test_images=2000)
+    curves = {x["variant"]: x["test_images"] for x in R.read_test_curves(c)
+              + R.read_test_curves(a)}
+    assert curves == {"mixup": 2000, "kd": None, "ckd_cal": None}
+    plain = report.make_report([a, b], str(tmp_path / "plain"), curves=["kd"])["curves"]
+    assert "eval_test_curve_images" not in plain
+    md = report.make_report([a, b, c], str(tmp_path / "rep"), curves=["kd", "mixup"])["curves"]
+    assert "fixed random subset of the test images" in md and "mixup S=100: 2000" in md
+    assert "kd S=100" not in md  # the whole split: not listed

@@ -29,7 +29,7 @@ CALIBRATIONS = ("none", "table")
 # member_loop is one of them: members are independent, and the vmapped and the sequential
 # population give the same weights up to float reduction order (tests/test_member_loop.py).
 RESULT_INVARIANT_FIELDS = ("progress", "checkpoint_every", "checkpoint_seconds", "eval_test_every",
-                           "member_loop")
+                           "eval_test_curve_images", "member_loop")
 # Where files lie: a moved or copied run must still match (docs/files.md). What they hold is
 # checked by content instead: the logit tables record the hash of their images and teacher.
 PATH_FIELDS = ("out_dir", "logit_table_dir", "data_path", "data_dir", "teacher_checkpoint")
@@ -273,6 +273,11 @@ class DistillConfig(RunConfig):
     # reported figure) and on the last weights. eval_test_every = N > 0 also logs a test curve
     # every N pseudo-epochs in metrics.jsonl (it never takes part in any decision).
     eval_test_every: int = 0
+    # The curve's test images: 0 = the whole test split; K > 0 = a fixed random K of them (the
+    # same K for every run and point; `curve_test_indices`), whose rows say so ("test_images").
+    # A full pass costs hundreds of pseudo-epochs' forwards at small S; the reported test
+    # figures above always use the whole split.
+    eval_test_curve_images: int = 0
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -429,6 +434,9 @@ class DistillConfig(RunConfig):
         for name in ("patience", "max_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if int(self.eval_test_curve_images) < 0:
+            raise ValueError(f"eval_test_curve_images={self.eval_test_curve_images} must be >= 0 "
+                             "(0: the whole test split)")
         for name in ("checkpoint_every", "eval_test_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0: never)")

@@ -124,6 +124,9 @@ class _Prepared:
         # the tables record), and the method is built; nothing later does either again.
         config, self.method = config.resolve()
         self.train, self.test = _load_data(config, train, test)
+        if config.eval_test_curve_images > len(self.test.labels):
+            raise ValueError(f"eval_test_curve_images={config.eval_test_curve_images} exceeds "
+                             f"the test split's {len(self.test.labels)} images (0: all of them)")
         if train is not None:  # in-memory data: the run records the data's own name
             config = config.replace(dataset=self.train.name)
         self.spec, recorded = _data_spec(config, self.train)
@@ -481,6 +484,15 @@ class _Evaluator:
         return self._named("test", self._test(params["student"], batch_stats, x, y, offset))
 
 
+def curve_test_indices(n_test: int, k: int) -> np.ndarray:
+    """Indices (sorted) of the test images a test-curve point is measured on
+    (`eval_test_curve_images` = k): all n_test for k = 0, else a random k drawn with a fixed
+    seed, so every run and every point of a study measures the same images."""
+    if k == 0 or k == n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng(0).permutation(n_test)[:k])
+
+
 def _run_folder(cfg: DistillConfig) -> RunFolder:
     """The run folder of a student run (`runloop.RunFolder`): config.json, metrics.jsonl,
     summary.json and the checkpoints (none without out_dir or with checkpoint_every=0). Of
@@ -517,14 +529,15 @@ def _restore_or_start(cfg: DistillConfig, folder: RunFolder, template: dict,
 
 
 def _epoch_rows(protocol: PlateauProtocol, members, was_active, acc: dict, offset,
-                train_metrics: dict, calibrated: bool) -> list[dict]:
-    """metrics.jsonl rows of one pseudo-epoch, one per member that trained in it."""
+                train_metrics: dict, calibrated: bool, note: dict) -> list[dict]:
+    """metrics.jsonl rows of one pseudo-epoch, one per member that trained in it; `note` is
+    added to each (the test curve's image count when it is a subset)."""
     norm = np.linalg.norm(np.asarray(offset), axis=-1)
     return [{"epoch": protocol.epoch, "member": i, "seed": seed, "lr": lr,
              "lr_now": float(lr * protocol.lr_scale[i]), **{k: v[i] for k, v in acc.items()},
              "selection": "calibrated" if calibrated else "raw",
              "logit_offset_norm": float(norm[i]), "best_val_top1": protocol.best_val[i],
-             **{f"train_{k}": float(v[i]) for k, v in train_metrics.items()}}
+             **{f"train_{k}": float(v[i]) for k, v in train_metrics.items()}, **note}
             for i, (seed, lr) in enumerate(members) if was_active[i]]
 
 
@@ -579,6 +592,12 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     data = put(host_data)
     val_x, val_y = put(val_images), put(val_labels)
     test_x, test_y = put(prep.test.images), put(prep.test.labels)
+    curve_idx = curve_test_indices(len(prep.test.labels), cfg.eval_test_curve_images)
+    curve_x, curve_y = ((test_x, test_y) if len(curve_idx) == len(prep.test.labels) else
+                        (put(prep.test.images[curve_idx]), put(prep.test.labels[curve_idx])))
+    # A subset's figures are named by their image count (whole-split rows keep their old form).
+    curve_note = ({} if len(curve_idx) == len(prep.test.labels) else
+                  {"test_images": int(len(curve_idx))})
 
     members = cfg.members()
     member_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray([s for s, _ in members]))
@@ -641,8 +660,9 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
             sel = "_calibrated" if calibrated else ""
             was_active = protocol.active.copy()
             decision = protocol.update(acc[f"val_top1{sel}"], val5=acc[f"val_top5{sel}"])
-            if cfg.eval_test_every and protocol.epoch % cfg.eval_test_every == 0:
-                acc.update(ev.test(state.params, state.batch_stats, offset, test_x, test_y))
+            tested = bool(cfg.eval_test_every) and protocol.epoch % cfg.eval_test_every == 0
+            if tested:
+                acc.update(ev.test(state.params, state.batch_stats, offset, curve_x, curve_y))
             if decision.improved.any():
                 best = select(jnp.asarray(decision.improved),
                               (state.params, state.batch_stats, offset), best)
@@ -657,7 +677,8 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
                 state = state._replace(params=params, batch_stats=stats,
                                        lr=plateau_drop(state.lr, r))
             folder.log(_epoch_rows(protocol, members, was_active, acc, offset,
-                                   jax.tree.map(np.asarray, train_metrics), calibrated))
+                                   jax.tree.map(np.asarray, train_metrics), calibrated,
+                                   curve_note if tested else {}))
             folder.save_if_due(protocol.epoch, saved_tree(), every=cfg.checkpoint_every,
                                seconds=cfg.checkpoint_seconds, finished=protocol.done)
             loop.advance(val=f"{np.nanmax(acc[f'val_top1{sel}']):.3f}",

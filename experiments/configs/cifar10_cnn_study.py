@@ -37,7 +37,10 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #     rows of the cell run whole; the same command resumes a killed run:
   #       python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
   #           --methods M --subset-sizes S --seeds 1,2,3,4,5 --lrs L --jobs 2 \
-  #           --out runs/cnn/M_S<S>
+  #           --set eval_test_every=30 --out runs/cnn/M_S<S>
+  #     (the committed S = 250 and 500 runs logged their test curve every 30 pseudo-epochs on
+  #     the whole test split; `--set eval_test_curve_images=1000` measures the curve on a fixed
+  #     1,000 test images instead, cheaper at small S and changing no reported figure)
   # 3. the report: one table from all those folders, the training-length figure (one per
   #    budget), the budget figure (budget.png: test top-1 against B) and the paired per-seed
   #    differences (paired.md). Before it, `--publish` copies the finished runs' config, cell,
