@@ -397,10 +397,39 @@ def paired_markdown(diffs: list[dict], not_compared: list[tuple[str, str]] = ())
                      f"{' '.join(_pp(v) for v in d['diffs']) or '-'} | {_pp(d['mean'])} | "
                      f"{_pct(d['std'])} | [{_pp(d['low'])}, {_pp(d['high'])}] | "
                      f"{_resolved(d)} | {_excluded(d)} |")
+    if len({d["subset_size"] for d in diffs}) > 1:
+        lines += ["", *paired_overview(diffs)]
     if not_compared:
         lines += ["", "Not compared (a variant has no rows): "
                   + ", ".join(f"{a} - {b}" for a, b in not_compared) + "."]
     return "\n".join(lines) + "\n"
+
+
+def paired_overview(diffs: list[dict], view: str = "selected") -> list[str]:
+    """Markdown lines: one row per pair, one column per subset size, each cell the `view`'s
+    mean [interval] (n seeds), in bold where the interval excludes 0; "-" where the pair has
+    no seeds at that size. The per-budget answer at a glance."""
+    subsets = sorted({d["subset_size"] for d in diffs})
+    budgets = {d["subset_size"]: d["budget"] for d in diffs}
+    cells: dict[tuple[str, str], dict] = {}
+    for d in diffs:
+        if d["view"] == view:
+            cells.setdefault((d["a"], d["b"]), {})[d["subset_size"]] = d
+
+    def cell(d):
+        if d is None or d["n"] == 0:
+            return "-"
+        text = f"{_pp(d['mean'])} [{_pp(d['low'])}, {_pp(d['high'])}] (n={d['n']})"
+        return f"**{text}**" if _resolved(d) == "yes" else text
+
+    lines = [f"**At a glance** ({view} weights): mean A - B in points, its interval, and the "
+             f"number of paired seeds; bold where the interval excludes 0.", "",
+             "| A - B | " + " | ".join(f"S={s} (B={budgets[s]})" for s in subsets) + " |",
+             "|---|" + "---:|" * len(subsets)]
+    for (a, b), by_subset in cells.items():
+        lines.append(f"| {a} - {b} | "
+                     + " | ".join(cell(by_subset.get(s)) for s in subsets) + " |")
+    return lines
 
 
 PAIRED_COLUMNS = ("a", "b", "subset_size", "budget", "view", "field", "lr_a", "lr_b", "n",

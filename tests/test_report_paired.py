@@ -224,3 +224,35 @@ def test_publish_copies_the_run_files_once_and_refuses_to_overwrite(budgets, tmp
     assert not os.path.exists(os.path.join(dest, "sweep", "mixup_kd_S200", "metrics.jsonl"))
     with pytest.raises(ValueError, match="every source must be a sweep directory"):
         report.publish([os.path.join(out, "table.csv")], dest)
+
+
+def test_paired_overview_is_the_selected_rows_by_budget(budgets, tmp_path):
+    md = report.make_report(budgets, str(tmp_path / "rep"),
+                            paired=[("ckd_cal", "kd"), ("ckd_cal", "mixup_kd")])["paired"]
+    overview = md.split("**At a glance**", 1)[1]
+    assert "| A - B | S=100 (B=80) | S=200 (B=160) |" in overview
+
+    def cell(a, b, subset):
+        ta, tb = {"kd": KD, "mixup_kd": MIXUP_KD, "ckd_cal": CKD_CAL}[a], \
+            {"kd": KD, "mixup_kd": MIXUP_KD}[b]
+        seeds = sorted(set(ta[subset]) & set(tb[subset]))
+        mean, _, low, high = _np_interval([ta[subset][s][0] - tb[subset][s][0] for s in seeds],
+                                          T95[len(seeds) - 1])
+        text = f"{100 * mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] (n={len(seeds)})"
+        return f"**{text}**" if low > 0 or high < 0 else text
+
+    for a, b in (("ckd_cal", "kd"), ("ckd_cal", "mixup_kd")):
+        assert f"| {a} - {b} | {cell(a, b, 100)} | {cell(a, b, 200)} |" in overview
+    assert "**" not in overview.split("\n", 1)[1]  # no interval here excludes 0
+
+
+def test_paired_overview_bolds_a_resolved_difference_and_marks_a_missing_one():
+    row = lambda s, lo, hi, n: {"a": "ckd", "b": "kd", "subset_size": s, "budget": s * 4 // 5,
+                                "view": "selected", "n": n, "mean": (lo + hi) / 2,
+                                "low": lo, "high": hi}
+    lines = report.paired_overview([row(250, 0.01, 0.03, 5), row(500, -0.01, 0.03, 4),
+                                    row(1000, math.nan, math.nan, 0),
+                                    {**row(250, -0.5, 0.5, 5), "view": "last"}])
+    assert lines[-1] == ("| ckd - kd | **+2.00 [+1.00, +3.00] (n=5)** | +1.00 [-1.00, +3.00] "
+                         "(n=4) | - |")
+    assert len(lines) == 5  # the heading, a blank, the header, the rule, one pair
