@@ -47,15 +47,17 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #    summary and metrics files (no checkpoints or tables) into the committed folder:
   #      python experiments/report.py runs/cnn/* --publish results/cifar10_cnn/study \
   #          --out runs/cnn_report
-  python experiments/report.py results/cifar10_cnn/study/* --out results/cifar10_cnn \
-      --curves ce,kd,mixup,ckd,ckd_cal
+  python experiments/report.py results/cifar10_cnn/study/* results/cifar10_cnn/budget/runs/* \
+      --out results/cifar10_cnn --curves ce,kd,mixup,mixup_kd,ckd,ckd_cal,ckd_anchor
+  # (results/cifar10_cnn/report.sh runs it, reading an unfinished cell's finished members)
   # On an accelerator, the whole study in one command (every rate of the grid for every method,
   # budget and seed; members vmapped; the report picks each rate on validation, no pilot):
   #   python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
-  #       --methods ce,kd,ckd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd \
-  #       --subset-sizes 1000,2000,4000 --seeds 1,2,3 --lrs 0.1,0.05,0.025 --out runs/cifar10_cnn
+  #       --methods ce,kd,ckd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,mixup_kd,crd \
+  #       --subset-sizes 250,500,1000,2000 --seeds 1,2,3,4,5 --lrs 0.1,0.05,0.025 \
+  #       --out runs/cifar10_cnn
   #   python experiments/report.py runs/cifar10_cnn --out results/cifar10_cnn_gpu \
-  #       --curves ce,kd,mixup,ckd,ckd_cal
+  #       --curves ce,kd,mixup,mixup_kd,ckd,ckd_cal,ckd_anchor
 
 Teacher resnet14 (0.17 M parameters), student resnet8 (0.08 M), both RepDistiller's CIFAR ResNets.
 CRD draws 256 negatives per sample, not the paper's 16,384: at S = 1000 there are 800
