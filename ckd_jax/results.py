@@ -358,7 +358,8 @@ def read_test_curves(sweep_dir: str) -> list[dict]:
                            "lr": member["lr"], "selected_on": member.get("selected_on", "raw"),
                            "best_epoch": member.get("best_epoch"),
                            "epochs_run": member.get("epochs_run"), "points": points,
-                           "test_images": counts.pop() if len(counts) == 1 else "mixed"})
+                           "test_images": (counts.pop() if len(counts) == 1 else
+                                           "mixed" if counts else None)})
     return curves
 
 

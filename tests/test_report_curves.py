@@ -141,6 +141,19 @@ def test_unfinished_cells_have_no_curve(tmp_path):
     assert R.read_test_curves(sweep) == []
 
 
+def test_a_member_without_test_points_has_no_curve_subset(tmp_path):
+    sweep = str(tmp_path / "s")
+    os.makedirs(sweep)
+    _write_cell(sweep, "kd", [1], [0.1], {(1, 0.1): {10: 0.5}}, {(1, 0.1): (10, 0.5, 0.5)})
+    metrics = os.path.join(sweep, "kd_S100", "metrics.jsonl")
+    rows = [json.loads(line) for line in open(metrics)]
+    with open(metrics, "w") as f:  # a run that logged no test figure (eval_test_every = 0)
+        f.writelines(json.dumps({k: v for k, v in r.items() if not k.startswith("test_")})
+                     + "\n" for r in rows)
+    [curve] = R.read_test_curves(sweep)
+    assert curve["points"] == [] and curve["test_images"] is None
+
+
 def test_several_sources_need_out(two_sweeps, capsys):
     a, b = two_sweeps
     with pytest.raises(SystemExit) as err:

@@ -275,8 +275,8 @@ class DistillConfig(RunConfig):
     eval_test_every: int = 0
     # The curve's test images: 0 = the whole test split; K > 0 = a fixed random K of them (the
     # same K for every run and point; `curve_test_indices`), whose rows say so ("test_images").
-    # A full pass costs hundreds of pseudo-epochs' forwards at small S; the reported test
-    # figures above always use the whole split.
+    # At S = 250 a whole 10,000-image pass costs about five pseudo-epochs on CPU
+    # (docs/performance.md); the reported test figures above always use the whole split.
     eval_test_curve_images: int = 0
 
     # ---------------------------------------------------------------------------------------

@@ -593,11 +593,11 @@ def _train(prep: _Prepared, host_data, val_images, val_labels, teacher_calls: in
     val_x, val_y = put(val_images), put(val_labels)
     test_x, test_y = put(prep.test.images), put(prep.test.labels)
     curve_idx = curve_test_indices(len(prep.test.labels), cfg.eval_test_curve_images)
-    curve_x, curve_y = ((test_x, test_y) if len(curve_idx) == len(prep.test.labels) else
-                        (put(prep.test.images[curve_idx]), put(prep.test.labels[curve_idx])))
-    # A subset's figures are named by their image count (whole-split rows keep their old form).
-    curve_note = ({} if len(curve_idx) == len(prep.test.labels) else
-                  {"test_images": int(len(curve_idx))})
+    if len(curve_idx) == len(prep.test.labels):  # the whole split: rows keep their old form
+        curve_x, curve_y, curve_note = test_x, test_y, {}
+    else:  # a subset's figures are named by their image count
+        curve_x, curve_y = put(prep.test.images[curve_idx]), put(prep.test.labels[curve_idx])
+        curve_note = {"test_images": int(len(curve_idx))}
 
     members = cfg.members()
     member_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray([s for s, _ in members]))
