@@ -43,8 +43,8 @@ METHODS = {
     "fashion_mnist_study.py": (["ce", "kd", "ckd", "ckd_cal", "ckd_kl3", "mixup", "cutmix",
                                 "rkd", "dist", "crd"], (1, 2, 3)),
     # the CNN study's command is its learning-rate pilot (seed 1; ckd is read off ckd_cal)
-    "cifar10_cnn_study.py": (["ce", "kd", "ckd_cal", "ckd_kd_cal", "ckd_anchor", "mixup", "crd"],
-                             (1,)),
+    "cifar10_cnn_study.py": (["ce", "kd", "ckd_cal", "ckd_kd_cal", "ckd_anchor", "mixup",
+                              "mixup_kd", "crd"], (1,)),
 }
 
 

@@ -20,11 +20,11 @@ data_path=<cifar-10-batches-py>`. Run from the repository root or pass `--set da
   #     ckd_cal's raw-selection column (one run answers for both)
   python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
       --set schedule=cosine --set epochs=60 --set eval_test_every=0 \
-      --methods ce,kd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,crd \
+      --methods ce,kd,ckd_cal,ckd_kd_cal,ckd_anchor,mixup,mixup_kd,crd \
       --subset-sizes 1000 --seeds 1 --lrs 0.1,0.05,0.025 --jobs 2 --out runs/cifar10_cnn_pilot
   python experiments/pick_lr.py runs/cifar10_cnn_pilot
   # 2b. the study: for each method M at its chosen learning rate L (results/cifar10_cnn/README.md
-  #     lists them) and each seed K of 1-3, the plateau protocol, one sweep folder per run so
+  #     lists them) and each seed K of 1-5, the plateau protocol, one sweep folder per run so
   #     that runs can go to separate processes (on this 2-core CPU: one per core, each under
   #     `taskset -c <core>`, with jemalloc as in docs/performance.md):
   #       python experiments/sweep.py --config experiments/configs/cifar10_cnn_study.py \
